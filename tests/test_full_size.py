@@ -1,0 +1,25 @@
+"""The released architecture (BEiT-L/16, neck 256/512/1024/1024) against transformers at 384x512, batch 1."""
+
+from __future__ import annotations
+
+import pytest
+import reference
+from test_parity import assert_matches, nhwc
+
+from zoedepth_jax import apply_with_intermediates
+from zoedepth_jax.weights import from_pretrained
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["nyu-kitti", "kitti"])
+def test_full_size_matches_transformers(tmp_path, variant):
+    hf_model = reference.build(variant, tmp_path, seed=0, full=True)
+    images = reference.test_images(1, 384, 512, seed=0)
+    expected = reference.run_reference(hf_model, images)
+    del hf_model
+    model, variables = from_pretrained(tmp_path)
+    output, intermediates = apply_with_intermediates(model, variables, nhwc(images))
+    ours = dict(intermediates, predicted_depth=output.predicted_depth)
+    if output.domain_logits is not None:
+        ours["domain_logits"] = output.domain_logits
+    assert_matches(ours, expected)

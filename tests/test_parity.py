@@ -1,0 +1,131 @@
+"""fp32 parity with transformers on re-drawn tiny checkpoints: final depth, domain logits and intermediates."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from tolerances import FP32_RELATIVE, relative_error
+
+from zoedepth_jax import apply_with_intermediates
+from zoedepth_jax.weights import from_pretrained
+
+SIZES = [(384, 512), (384, 768), (320, 448)]
+# (variant, router logit offset): the NK checkpoint is steered to each head in turn.
+CHECKPOINTS = [("nyu", 0.0), ("kitti", 0.0), ("nyu-kitti", -50.0), ("nyu-kitti", 50.0)]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """(transformers model, folder) per checkpoint, built once for the module."""
+    built = {}
+    for seed, (variant, offset) in enumerate(CHECKPOINTS):
+        folder = tmp_path_factory.mktemp(f"{variant}{offset:+.0f}")
+        built[(variant, offset)] = (reference.build(variant, folder, seed=seed, logit_offset=offset), folder)
+    return built
+
+
+def nhwc(images):
+    return jnp.asarray(images.transpose(0, 2, 3, 1))
+
+
+def assert_matches(ours: dict, expected: dict):
+    """Every tensor transformers produced agrees; the reference itself is not degenerate."""
+    depth = expected["predicted_depth"]
+    for image in depth:  # depth varies within each image: std/mean well above a near-constant map
+        assert image.std() / image.mean() > 0.05, f"degenerate reference depth (std/mean {image.std() / image.mean()})"
+    errors = {}
+    for name, value in expected.items():
+        assert name in ours, f"zoedepth-jax does not produce {name}"
+        assert np.std(value) > 1e-3, f"degenerate reference {name}"
+        errors[name] = relative_error(ours[name], value)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= FP32_RELATIVE, f"{worst} differs by {errors[worst]:.2e} (all: {errors})"
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize(
+    "checkpoint", CHECKPOINTS, ids=lambda c: f"{c[0]}{'' if not c[1] else ('-to-kitti' if c[1] > 0 else '-to-nyu')}"
+)
+def test_matches_transformers(checkpoints, checkpoint, size):
+    hf_model, folder = checkpoints[checkpoint]
+    images = reference.test_images(2, *size, seed=size[0] + size[1])
+    expected = reference.run_reference(hf_model, images)
+    model, variables = from_pretrained(folder, routing="batch")  # transformers routes the whole batch
+    output, intermediates = apply_with_intermediates(model, variables, nhwc(images))
+    ours = dict(intermediates, predicted_depth=output.predicted_depth)
+    if output.domain_logits is not None:
+        ours["domain_logits"] = output.domain_logits
+        chosen = "kitti" if checkpoint[1] > 0 else "nyu"
+        assert set(np.asarray(output.domain_logits).argmax(-1)) == {["nyu", "kitti"].index(chosen)}
+        assert f"bin_centers_{chosen}" in expected, "the steered head did not run in transformers"
+    assert_matches(ours, expected)
+
+
+def test_per_image_routing_equals_one_image_at_a_time(tmp_path):
+    """Two images the classifier sends to different heads: per_image routing of the batch returns what each
+    image returns alone, and that agrees with transformers run on each image alone."""
+    hf_model = reference.build("nyu-kitti", tmp_path, seed=7)
+    images = reference.test_images(2, 320, 448, seed=3)
+    alone = [reference.run_reference(hf_model, images[i : i + 1]) for i in range(2)]
+    margins = [a["domain_logits"][0, 1] - a["domain_logits"][0, 0] for a in alone]
+    assert abs(margins[0] - margins[1]) > 1e-3, "the two images need distinct router margins"
+    reference.steer_router(hf_model, -(margins[0] + margins[1]))  # puts the decision between the two images
+    hf_model.save_pretrained(tmp_path)
+    alone = [reference.run_reference(hf_model, images[i : i + 1]) for i in range(2)]
+    domains = [int(a["domain_logits"].argmax()) for a in alone]
+    assert sorted(domains) == [0, 1], "steering should split the images between the heads"
+
+    model, variables = from_pretrained(tmp_path, routing="per_image")
+    batched = model.apply(variables, nhwc(images))
+    for i in range(2):
+        single = model.apply(variables, nhwc(images[i : i + 1]))
+        np.testing.assert_array_equal(np.asarray(single.domain_logits).argmax(-1), [domains[i]])
+        assert relative_error(batched.predicted_depth[i : i + 1], single.predicted_depth) <= FP32_RELATIVE
+        assert relative_error(batched.predicted_depth[i : i + 1], alone[i]["predicted_depth"]) <= FP32_RELATIVE
+    # transformers' batch rule sends both images to one head, so at least one image differs from per_image.
+    batch_model, _ = from_pretrained(tmp_path, routing="batch")
+    together = batch_model.apply(variables, nhwc(images)).predicted_depth
+    assert relative_error(together, batched.predicted_depth) > 100 * FP32_RELATIVE
+
+
+def test_perturbing_one_weight_breaks_parity(checkpoints):
+    """The parity check can fail: one converted value changed by 1% is caught."""
+    hf_model, folder = checkpoints[("kitti", 0.0)]
+    images = reference.test_images(1, 384, 512, seed=11)
+    expected = reference.run_reference(hf_model, images)
+    model, variables = from_pretrained(folder)
+    kernel = variables["params"]["backbone"]["encoder"]["layer_2"]["attention"]["attention"]["query"]["kernel"]
+    variables["params"]["backbone"]["encoder"]["layer_2"]["attention"]["attention"]["query"]["kernel"] = kernel.at[
+        3, 5
+    ].multiply(1.01)
+    output, intermediates = apply_with_intermediates(model, variables, nhwc(images))
+    with pytest.raises(AssertionError, match="differs by"):
+        assert_matches(dict(intermediates, predicted_depth=output.predicted_depth), expected)
+
+
+def test_jit_vmap_and_grad(checkpoints):
+    _, folder = checkpoints[("nyu-kitti", 50.0)]
+    model, variables = from_pretrained(folder)
+    images = nhwc(reference.test_images(2, 128, 160, seed=5))
+    eager = model.apply(variables, images)
+    jitted = jax.jit(model.apply)(variables, images)
+    assert relative_error(jitted.predicted_depth, eager.predicted_depth) <= FP32_RELATIVE
+    # vmap over a leading axis of single-image batches: the same as the batch of two.
+    mapped = jax.vmap(model.apply, in_axes=(None, 0))(variables, images[:, None])
+    assert relative_error(mapped.predicted_depth[:, 0], eager.predicted_depth) <= FP32_RELATIVE
+
+    def loss(params):
+        return jnp.mean(model.apply({"params": params}, images).predicted_depth)
+
+    grads = jax.grad(loss)(variables["params"])
+    norms = {
+        "/".join(str(k.key) for k in path): float(jnp.linalg.norm(g))
+        for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]
+    }
+    assert all(np.isfinite(list(norms.values())))
+    # Gradients reach the first backbone layer and the chosen head (KITTI, steered).
+    assert norms["backbone/embeddings/patch_embeddings/projection/kernel"] > 0
+    assert norms["metric_head/conditional_log_binomial_kitti/mlp_0/kernel"] > 0

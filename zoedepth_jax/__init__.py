@@ -1,0 +1,18 @@
+"""zoedepth-jax: ZoeDepth metric monocular depth in JAX/Flax, numerically identical to transformers."""
+
+from zoedepth_jax.config import BeitConfig, BinConfiguration, ZoeDepthConfig
+from zoedepth_jax.errors import CheckpointError, ConfigError, ImageError, ZoeDepthError
+from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput, apply_with_intermediates
+
+__all__ = [
+    "BeitConfig",
+    "BinConfiguration",
+    "CheckpointError",
+    "ConfigError",
+    "ImageError",
+    "ZoeDepthConfig",
+    "ZoeDepthError",
+    "ZoeDepthForDepthEstimation",
+    "ZoeDepthOutput",
+    "apply_with_intermediates",
+]

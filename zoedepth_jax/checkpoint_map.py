@@ -1,0 +1,169 @@
+"""The Hugging Face PyTorch state dict -> Flax parameter tree mapping, as a table read top to bottom.
+
+A key's Flax path is the key itself with `.` as `/`, a list index joined to its list (`layer.3` -> `layer_3`),
+and a domain's ModuleDict entry joined to its dict (`attractors.kitti.0` -> `attractors_kitti_0`). What happens
+to the tensor is the first row of `TRANSFORMS` whose pattern matches the key. Keys in `IGNORED` are buffers that
+hold no learned value. Anything else, any target left unfilled, or any shape that disagrees is an error that
+lists every offending name: nothing loads partially.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from zoedepth_jax.config import ZoeDepthConfig
+from zoedepth_jax.errors import CheckpointError
+
+
+def _linear(w):  # torch [out, in] -> Flax kernel [in, out]
+    return "kernel", w.T
+
+
+def _conv(w):  # torch [out, in, kh, kw] -> Flax HWIO
+    return "kernel", w.transpose(2, 3, 1, 0)
+
+
+def _conv_transpose(w):  # torch ConvTranspose2d [in, out, k, k] -> [k, k, in, out] (see UpsampleConvTranspose)
+    return "kernel", w.transpose(2, 3, 0, 1)
+
+
+def _norm_scale(w):
+    return "scale", w
+
+
+def _same_name(w):
+    return None, w
+
+
+def transforms(config: ZoeDepthConfig) -> list[tuple[str, object]]:
+    """(pattern, transform) rows; the first match wins. Depends on the config only through which reassemble
+    layers upsample (their `resize` is a transposed convolution, the others' a convolution)."""
+    upsampling = "|".join(str(i) for i, f in enumerate(config.reassemble_factors) if f > 1) or "none"
+    return [
+        (r"\.(cls_token|lambda_1|lambda_2|relative_position_bias_table)$", _same_name),
+        (r"\.(layernorm_before|layernorm_after|norm1|norm2)\.weight$", _norm_scale),
+        (rf"^neck\.reassemble_stage\.layers\.({upsampling})\.resize\.weight$", _conv_transpose),
+        (r"\.(query|key|value|out_proj|dense|linear1|linear2|readout_projects\.\d+\.0)\.weight$", _linear),
+        (
+            r"\.(projection|resize|convs\.\d+|convolution1|convolution2|conv\d|embedding_convPxP|mlp\.[02])\.weight$",
+            _conv,
+        ),
+        (r"\.bias$", _same_name),
+    ]
+
+
+# Source keys that hold nothing the forward pass reads.
+IGNORED = (
+    r"\.relative_position_index$",  # buffer, recomputed from the input's patch grid
+    r"\.log_binomial_transform\.(k_idx|k_minus_1)$",  # buffers holding the constants 0..K-1 and K-1
+    # The first fusion layer never receives a residual, so transformers' `residual_layer1` there is dead weight.
+    r"^neck\.fusion_stage\.layers\.0\.residual_layer1\.",
+)
+
+
+def flax_path(key: str, config: ZoeDepthConfig) -> tuple[str, ...]:
+    """The module path (without the leaf name) for a PyTorch parameter name."""
+    module = key.rsplit(".", 1)[0]
+    if config.is_multi_domain:
+        domains = "|".join(re.escape(b.name) for b in config.bin_configurations)
+        module = re.sub(
+            rf"\b(seed_bin_regressors|conditional_log_binomial|attractors)\.({domains})\b", r"\1_\2", module
+        )
+    module = re.sub(r"(?<=[A-Za-z_])\.(\d+)\b", r"_\1", module)
+    return tuple(module.split("."))
+
+
+def _flatten(tree: Mapping, prefix: tuple = ()) -> dict[tuple[str, ...], object]:
+    flat = {}
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, prefix + (name,)))
+        else:
+            flat[prefix + (name,)] = value
+    return flat
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], object]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _problems_message(source: str, problems: dict[str, list[str]]) -> str:
+    lines = [f"{source} does not match the model:"]
+    for title, names in problems.items():
+        if names:
+            shown = names[:40] + ([f"... and {len(names) - 40} more"] if len(names) > 40 else [])
+            lines.append(f"  {title} ({len(names)}):")
+            lines.extend(f"    {name}" for name in shown)
+    return "\n".join(lines)
+
+
+def convert_hf_state_dict(
+    state_dict: Mapping[str, np.ndarray], config: ZoeDepthConfig, target_shapes: Mapping, source: str = "checkpoint"
+) -> dict:
+    """Maps a transformers `ZoeDepthForDepthEstimation` state dict onto a Flax params tree.
+
+    `target_shapes` is the params tree of the Flax model (arrays or `jax.ShapeDtypeStruct`s). Every source key is
+    either converted onto exactly one target leaf or is a listed buffer; every target leaf must be filled.
+    """
+    rows = transforms(config)
+    targets = {"/".join(path): leaf.shape for path, leaf in _flatten(target_shapes).items()}
+    filled: dict[tuple[str, ...], np.ndarray] = {}
+    problems: dict[str, list[str]] = {"unexpected keys": [], "mis-shaped keys": [], "missing parameters": []}
+    for key, tensor in state_dict.items():
+        if any(re.search(pattern, key) for pattern in IGNORED):
+            continue
+        transform = next((fn for pattern, fn in rows if re.search(pattern, key)), None)
+        if transform is None:
+            problems["unexpected keys"].append(f"{key} (no conversion rule)")
+            continue
+        leaf, value = transform(np.asarray(tensor))
+        path = flax_path(key, config) + (leaf or key.rsplit(".", 1)[1],)
+        name = "/".join(path)
+        if name not in targets:
+            problems["unexpected keys"].append(f"{key} (would be {name})")
+        elif tuple(value.shape) != tuple(targets[name]):
+            problems["mis-shaped keys"].append(
+                f"{key}: {tuple(tensor.shape)} -> {tuple(value.shape)}, model expects {tuple(targets[name])} at {name}"
+            )
+        elif path in filled:
+            problems["unexpected keys"].append(f"{key} (a second source for {name})")
+        else:
+            filled[path] = value
+    problems["missing parameters"] = sorted(set(targets) - {"/".join(p) for p in filled})
+    if any(problems.values()):
+        raise CheckpointError(_problems_message(source, problems))
+    return _unflatten(filled)
+
+
+def flatten_params(params: Mapping) -> dict[str, object]:
+    """`{"backbone/encoder/layer_0/...": array}`: the key layout of Flax-native checkpoint files."""
+    return {"/".join(path): value for path, value in _flatten(params).items()}
+
+
+def unflatten_params(flat: Mapping[str, object]) -> dict:
+    return _unflatten({tuple(name.split("/")): value for name, value in flat.items()})
+
+
+def check_flax_params(flat: Mapping[str, np.ndarray], target_shapes: Mapping, source: str) -> None:
+    """Raises a CheckpointError listing every missing, unexpected or mis-shaped leaf of a Flax-native checkpoint."""
+    targets = {"/".join(path): leaf.shape for path, leaf in _flatten(target_shapes).items()}
+    problems = {
+        "unexpected keys": sorted(set(flat) - set(targets)),
+        "mis-shaped keys": sorted(
+            f"{name}: {tuple(flat[name].shape)}, model expects {tuple(targets[name])}"
+            for name in set(flat) & set(targets)
+            if tuple(flat[name].shape) != tuple(targets[name])
+        ),
+        "missing parameters": sorted(set(targets) - set(flat)),
+    }
+    if any(problems.values()):
+        raise CheckpointError(_problems_message(source, problems))

@@ -1,0 +1,339 @@
+"""Model configuration: frozen dataclasses read from, and written back to, Hugging Face `config.json`.
+
+The Intel checkpoints (`Intel/zoedepth-nyu`, `-kitti`, `-nyu-kitti`) store a ZoeDepth config with a nested
+BEiT `backbone_config`. Every field is sorted into one of three kinds:
+
+* fields this implementation reads (validated; an unsupported value is a `ConfigError` naming the field);
+* bookkeeping fields that do not change the network (`architectures`, `id2label`, generation defaults that
+  transformers v4 wrote into every config, ...): kept verbatim so that `to_dict` writes them back;
+* anything else: a `ConfigError`, so that a config we do not understand is never run silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from zoedepth_jax.errors import ConfigError
+
+# Fields that PreTrainedConfig (transformers v4 and v5) serialises for every model. None changes the network.
+_GENERIC_FIELDS = frozenset(
+    """
+    _name_or_path _attn_implementation_autoset _commit_hash add_cross_attention architectures bad_words_ids
+    begin_suppress_tokens bos_token_id chunk_size_feed_forward cross_attention_hidden_size decoder_start_token_id
+    diversity_penalty do_sample dtype early_stopping encoder_no_repeat_ngram_size eos_token_id
+    exponential_decay_length_penalty finetuning_task forced_bos_token_id forced_eos_token_id id2label
+    initializer_range is_decoder is_encoder_decoder label2id length_penalty max_length min_length
+    no_repeat_ngram_size num_beam_groups num_beams num_return_sequences output_attentions output_hidden_states
+    output_scores pad_token_id prefix problem_type pruned_heads remove_invalid_values repetition_penalty
+    return_dict return_dict_in_generate sep_token_id suppress_tokens task_specific_params temperature
+    tf_legacy_loss tie_encoder_decoder tie_word_embeddings tokenizer_class top_k top_p torch_dtype torchscript
+    transformers_version typical_p use_bfloat16 model_type
+    """.split()
+)
+
+# BEiT fields that only configure heads ZoeDepth never builds (classification, segmentation, masked modelling).
+_BEIT_UNUSED_FIELDS = frozenset(
+    """
+    auxiliary_channels auxiliary_concat_input auxiliary_loss_weight auxiliary_num_convs pool_scales
+    semantic_loss_ignore_index use_auxiliary_head vocab_size use_mean_pooling stage_names out_features
+    """.split()
+)
+
+# ZoeDepth fields that transformers writes but that carry no architecture of their own.
+_ZOEDEPTH_UNUSED_FIELDS = frozenset("backbone_hidden_size use_pretrained_backbone use_timm_backbone".split())
+
+# Fields that must hold exactly this value: the only one the released checkpoints use and this code implements.
+_BEIT_REQUIRED = {
+    "use_absolute_position_embeddings": False,
+    "use_shared_relative_position_bias": False,
+    "use_relative_position_bias": True,
+    "use_mask_token": False,
+    "add_fpn": False,
+    "reshape_hidden_states": False,
+    "hidden_act": "gelu",
+    "num_channels": 3,
+}
+_ZOEDEPTH_REQUIRED = {
+    "backbone": None,
+    "backbone_kwargs": None,
+    "hidden_act": "gelu",
+    "use_batch_norm_in_fusion_residual": False,
+    "add_projection": False,
+}
+
+
+def _check_required(raw: dict, required: dict, where: str) -> None:
+    for name, expected in required.items():
+        if name in raw and raw[name] != expected:
+            raise ConfigError(
+                f"{where}.{name} = {raw[name]!r} is not supported by zoedepth-jax (only {expected!r} is implemented)"
+            )
+
+
+def _split_fields(raw: dict, known: set, required: dict, ignorable: frozenset, where: str) -> dict:
+    """Returns the bookkeeping fields of `raw`; raises on any field that is neither known nor bookkeeping."""
+    _check_required(raw, required, where)
+    unknown = sorted(set(raw) - known - set(required) - ignorable)
+    if unknown:
+        raise ConfigError(f"unknown field(s) in {where}: {', '.join(unknown)}")
+    return {name: raw[name] for name in raw if name not in known and name not in required}
+
+
+@dataclasses.dataclass(frozen=True)
+class BeitConfig:
+    """The BEiT backbone (MiDaS v3.1 BEiT-L/16 in the released checkpoints)."""
+
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    intermediate_size: int = 4096
+    patch_size: int = 16
+    image_size: int = 384  # pretraining size: sets the shape of the relative-position tables
+    layer_norm_eps: float = 1e-12
+    layer_scale_init_value: float = 0.1
+    out_indices: tuple[int, ...] = (6, 12, 18, 24)  # 1-based layer outputs fed to the neck
+    drop_path_rate: float = 0.1
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    extra: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> BeitConfig:
+        if raw.get("model_type", "beit") != "beit":
+            raise ConfigError(
+                f"backbone_config.model_type = {raw.get('model_type')!r}: only the BEiT backbone is implemented"
+            )
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        extra = _split_fields(raw, known, _BEIT_REQUIRED, _GENERIC_FIELDS | _BEIT_UNUSED_FIELDS, "backbone_config")
+        values = {name: raw[name] for name in known if name in raw}
+        image_size = values.get("image_size", cls.image_size)
+        if isinstance(image_size, (list, tuple)):
+            if len(image_size) != 2 or image_size[0] != image_size[1]:
+                raise ConfigError(
+                    f"backbone_config.image_size = {image_size!r}: only square pretraining sizes are supported"
+                )
+            values["image_size"] = image_size[0]
+        if "out_indices" not in values and "out_features" in raw:
+            values["out_indices"] = [int(name.removeprefix("stage")) for name in raw["out_features"]]
+        if "out_indices" in values:
+            values["out_indices"] = tuple(values["out_indices"])
+        config = cls(**values, extra=extra)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"backbone_config.hidden_size = {self.hidden_size} is not a multiple of "
+                f"num_attention_heads = {self.num_attention_heads}"
+            )
+        if not all(1 <= i <= self.num_hidden_layers for i in self.out_indices):
+            raise ConfigError(
+                f"backbone_config.out_indices = {list(self.out_indices)} must lie in 1..{self.num_hidden_layers}"
+            )
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"backbone_config.image_size = {self.image_size} is not a multiple of patch_size = {self.patch_size}"
+            )
+
+    @property
+    def window_size(self) -> int:
+        """Side of the patch grid the relative-position tables were trained for."""
+        return self.image_size // self.patch_size
+
+    def to_dict(self) -> dict:
+        out = dict(self.extra)
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        out["out_indices"] = list(self.out_indices)
+        out["out_features"] = [f"stage{i}" for i in self.out_indices]
+        out["stage_names"] = ["stem"] + [f"stage{i}" for i in range(1, self.num_hidden_layers + 1)]
+        out.update(_BEIT_REQUIRED)
+        out["model_type"] = "beit"
+        return dict(sorted(out.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class BinConfiguration:
+    """One metric head: its name (the domain), number of bins and depth range in meters."""
+
+    name: str
+    n_bins: int
+    min_depth: float
+    max_depth: float
+
+    @classmethod
+    def from_dict(cls, raw: dict, index: int, single: bool) -> BinConfiguration:
+        where = f"bin_configurations[{index}]"
+        unknown = sorted(set(raw) - {"name", "n_bins", "min_depth", "max_depth"})
+        if unknown:
+            raise ConfigError(f"unknown field(s) in {where}: {', '.join(unknown)}")
+        missing = sorted({"n_bins", "min_depth", "max_depth"} - set(raw))
+        if missing or (not single and "name" not in raw):
+            raise ConfigError(f"{where} lacks {', '.join(missing or ['name'])}")
+        config = cls(raw.get("name", "metric"), int(raw["n_bins"]), float(raw["min_depth"]), float(raw["max_depth"]))
+        if not 0 <= config.min_depth < config.max_depth:
+            raise ConfigError(f"{where}: need 0 <= min_depth < max_depth, got {config.min_depth}, {config.max_depth}")
+        return config
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZoeDepthConfig:
+    """ZoeDepth: BEiT backbone, DPT neck, relative head and one metric head per bin configuration.
+
+    With two bin configurations (ZoeD-NK) a patch-transformer router chooses the head for each input.
+    """
+
+    backbone_config: BeitConfig = dataclasses.field(default_factory=BeitConfig)
+    readout_type: str = "project"
+    reassemble_factors: tuple[float, ...] = (4, 2, 1, 0.5)
+    neck_hidden_sizes: tuple[int, ...] = (256, 512, 1024, 1024)
+    fusion_hidden_size: int = 256
+    head_in_index: int = -1
+    use_bias_in_fusion_residual: bool | None = None
+    num_relative_features: int = 32
+    bottleneck_features: int = 256
+    num_attractors: tuple[int, ...] = (16, 8, 4, 1)
+    bin_embedding_dim: int = 128
+    attractor_alpha: float = 1000  # recorded only: the attractors run with 300 (see metric_head.inverse_attractor)
+    attractor_gamma: float = 2  # recorded only, as attractor_alpha
+    attractor_kind: str = "mean"
+    min_temp: float = 0.0212
+    max_temp: float = 50.0
+    bin_centers_type: str = "softplus"
+    bin_configurations: tuple[BinConfiguration, ...] = (BinConfiguration("metric", 64, 1e-3, 10.0),)
+    num_patch_transformer_layers: int | None = None
+    patch_transformer_hidden_size: int | None = None
+    patch_transformer_intermediate_size: int | None = None
+    patch_transformer_num_attention_heads: int | None = None
+    batch_norm_eps: float = 1e-5  # recorded only: batch norm in the fusion residuals is not supported
+    extra: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ZoeDepthConfig:
+        if raw.get("model_type", "zoedepth") != "zoedepth":
+            raise ConfigError(f"model_type = {raw.get('model_type')!r}: expected 'zoedepth'")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        extra = _split_fields(raw, known, _ZOEDEPTH_REQUIRED, _GENERIC_FIELDS | _ZOEDEPTH_UNUSED_FIELDS, "config")
+        values = {name: raw[name] for name in known if name in raw and raw[name] is not None}
+        values["backbone_config"] = BeitConfig.from_dict(raw.get("backbone_config") or {})
+        for name in ("reassemble_factors", "neck_hidden_sizes", "num_attractors"):
+            if name in values:
+                values[name] = tuple(values[name])
+        if "bin_configurations" in values:
+            bins = values["bin_configurations"]
+            values["bin_configurations"] = tuple(
+                BinConfiguration.from_dict(b, i, single=len(bins) == 1) for i, b in enumerate(bins)
+            )
+        config = cls(**values, extra=extra)
+        config.validate()
+        if "backbone_hidden_size" in raw and raw["backbone_hidden_size"] != config.backbone_config.hidden_size:
+            raise ConfigError(
+                f"config.backbone_hidden_size = {raw['backbone_hidden_size']} disagrees with "
+                f"backbone_config.hidden_size = {config.backbone_config.hidden_size}"
+            )
+        return config
+
+    def validate(self) -> None:
+        def fail(field: str, message: str):
+            raise ConfigError(f"config.{field} = {getattr(self, field)!r}: {message}")
+
+        if self.readout_type not in ("ignore", "add", "project"):
+            fail("readout_type", "expected 'ignore', 'add' or 'project'")
+        if self.bin_centers_type not in ("normed", "softplus"):
+            fail("bin_centers_type", "expected 'normed' or 'softplus' (no released checkpoint uses 'hybrid' kinds)")
+        if self.attractor_kind not in ("mean", "sum"):
+            fail("attractor_kind", "expected 'mean' or 'sum'")
+        n_stages = len(self.backbone_config.out_indices)
+        for field in ("reassemble_factors", "neck_hidden_sizes"):
+            if len(getattr(self, field)) != n_stages:
+                fail(field, f"needs one entry per backbone output stage ({n_stages})")
+        for factor in self.reassemble_factors:
+            if not (factor >= 1 and float(factor).is_integer()) and factor not in (0.5, 0.25):
+                fail("reassemble_factors", "each factor must be a whole number >= 1, 0.5 or 0.25")
+        if len(self.num_attractors) != 4 or n_stages != 4:
+            fail("num_attractors", "the metric head has exactly four attractor stages over four neck stages")
+        if self.bottleneck_features != self.fusion_hidden_size:
+            fail("bottleneck_features", f"must equal fusion_hidden_size ({self.fusion_hidden_size})")
+        if not -n_stages <= self.head_in_index < n_stages:
+            fail("head_in_index", f"must index one of the {n_stages} fusion outputs")
+        if not self.bin_configurations:
+            fail("bin_configurations", "at least one bin configuration is needed")
+        names = [b.name for b in self.bin_configurations]
+        if len(set(names)) != len(names):
+            fail("bin_configurations", "names must be unique")
+        if len(self.bin_configurations) > 2:
+            fail("bin_configurations", "the router classifies between exactly two domains")
+        if self.is_multi_domain:
+            self._validate_router(fail)
+
+    def _validate_router(self, fail) -> None:
+        fields = (
+            "num_patch_transformer_layers",
+            "patch_transformer_hidden_size",
+            "patch_transformer_intermediate_size",
+            "patch_transformer_num_attention_heads",
+        )
+        for field in fields:
+            if getattr(self, field) is None:
+                fail(field, "required when there are two bin configurations")
+        # transformers runs exactly four encoder layers and builds the classifier for 128 features.
+        if self.num_patch_transformer_layers != 4:
+            fail("num_patch_transformer_layers", "the router runs exactly four encoder layers")
+        if self.patch_transformer_hidden_size != 128:
+            fail("patch_transformer_hidden_size", "the router's classifier takes 128 features")
+        if self.patch_transformer_hidden_size % self.patch_transformer_num_attention_heads:
+            fail("patch_transformer_num_attention_heads", "must divide patch_transformer_hidden_size")
+
+    @property
+    def is_multi_domain(self) -> bool:
+        return len(self.bin_configurations) > 1
+
+    @property
+    def fusion_residual_bias(self) -> bool:
+        return True if self.use_bias_in_fusion_residual is None else self.use_bias_in_fusion_residual
+
+    def to_dict(self) -> dict:
+        out = dict(self.extra)
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "extra":
+                continue
+            if field.name == "backbone_config":
+                value = value.to_dict()
+            elif field.name == "bin_configurations":
+                value = [b.to_dict() for b in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[field.name] = value
+        out.update(_ZOEDEPTH_REQUIRED)
+        out["backbone_hidden_size"] = self.backbone_config.hidden_size
+        out["model_type"] = "zoedepth"
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> ZoeDepthConfig:
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} does not hold a JSON object")
+        try:
+            return cls.from_dict(raw)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def replace(self, **changes: Any) -> ZoeDepthConfig:
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config

@@ -1,0 +1,182 @@
+"""BEiT backbone (transformers `BeitBackbone`) as used by ZoeDepth: patch embedding, CLS token, layers with a
+per-layer relative-position bias resized to the input's patch grid, and layer scale.
+
+Reference: transformers `models/beit/modeling_beit.py` (MiDaS v3.1 arbitrary-window variant).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoedepth_jax.config import BeitConfig
+from zoedepth_jax.modeling.layers import DenseBlock, Dtype, layer_norm
+from zoedepth_jax.ops import resize_bilinear
+
+
+@functools.lru_cache(maxsize=16)
+def relative_position_index(grid: tuple[int, int]) -> np.ndarray:
+    """`[N+1, N+1]` indices into the relative-position table for a `grid = (rows, cols)` of N patches plus CLS.
+
+    Patch pairs index the `(2*rows-1) x (2*cols-1)` table of offsets; the last three rows of the table hold
+    CLS->patch, patch->CLS and CLS->CLS.
+    """
+    rows, cols = grid
+    num_offsets = (2 * rows - 1) * (2 * cols - 1)
+    coords = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")).reshape(2, -1)  # [2, N]
+    delta = coords[:, :, None] - coords[:, None, :]  # [2, N, N]
+    index = np.empty((rows * cols + 1,) * 2, dtype=np.int32)
+    index[1:, 1:] = (delta[0] + rows - 1) * (2 * cols - 1) + (delta[1] + cols - 1)
+    index[0, :] = num_offsets
+    index[:, 0] = num_offsets + 1
+    index[0, 0] = num_offsets + 2
+    return index
+
+
+class RelativePositionBias(nn.Module):
+    """The per-layer bias table, resized (bilinear, torch `align_corners=False`) from the pretraining window to
+    the input's patch grid. Everything but the table's values depends on static shapes only."""
+
+    num_heads: int
+    window_size: int  # side of the pretraining patch grid
+
+    @nn.compact
+    def __call__(self, grid: tuple[int, int]) -> jnp.ndarray:  # -> [heads, N+1, N+1]
+        side = 2 * self.window_size - 1
+        table = self.param(
+            "relative_position_bias_table", nn.initializers.zeros, (side * side + 3, self.num_heads), jnp.float32
+        )
+        # transformers views the offset table as (width, height) before resizing to (height, width); the two are
+        # equal for the square pretraining windows of every BEiT checkpoint.
+        offsets = table[:-3].reshape(1, side, side, self.num_heads)
+        offsets = resize_bilinear(offsets, (2 * grid[0] - 1, 2 * grid[1] - 1), align_corners=False)
+        table = jnp.concatenate([offsets.reshape(-1, self.num_heads), table[-3:]], axis=0)
+        return table.T[:, relative_position_index(grid)]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; the key projection has no bias (BEiT)."""
+
+    config: BeitConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, grid):  # x: [B, N+1, D]
+        heads = self.config.num_attention_heads
+        batch, tokens, width = x.shape
+        head_dim = width // heads
+
+        def project(name, bias=True):  # -> [B, heads, N+1, head_dim]
+            y = nn.Dense(width, use_bias=bias, dtype=self.dtype, name=name)(x)
+            return y.reshape(batch, tokens, heads, head_dim).transpose(0, 2, 1, 3)
+
+        query, key, value = project("query"), project("key", bias=False), project("value")
+        bias = RelativePositionBias(heads, self.config.window_size, name="relative_position_bias")(grid)
+        scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
+        scores = scores * head_dim**-0.5 + bias[None]
+        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # fp32 softmax, as transformers
+        context = jnp.einsum("bhqk,bhkd->bhqd", weights, value)
+        return context.transpose(0, 2, 1, 3).reshape(batch, tokens, width)
+
+
+class Attention(nn.Module):
+    config: BeitConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, grid):
+        x = SelfAttention(self.config, self.dtype, name="attention")(x, grid)
+        return DenseBlock(self.config.hidden_size, self.dtype, name="output")(x)
+
+
+class Layer(nn.Module):
+    """Pre-norm transformer block with layer scale (`lambda_1`, `lambda_2`)."""
+
+    config: BeitConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, grid):
+        config = self.config
+
+        def scale(name, y):
+            if config.layer_scale_init_value <= 0:
+                return y
+            init = nn.initializers.constant(config.layer_scale_init_value)
+            return y * self.param(name, init, (config.hidden_size,), jnp.float32).astype(y.dtype)
+
+        normed = layer_norm(config.layer_norm_eps, "layernorm_before")(x).astype(self.dtype)
+        x = x + scale("lambda_1", Attention(config, self.dtype, name="attention")(normed, grid))
+        normed = layer_norm(config.layer_norm_eps, "layernorm_after")(x).astype(self.dtype)
+        hidden = DenseBlock(config.intermediate_size, self.dtype, name="intermediate")(normed)
+        hidden = nn.gelu(hidden, approximate=False)
+        return x + scale("lambda_2", DenseBlock(config.hidden_size, self.dtype, name="output")(hidden))
+
+
+class Embeddings(nn.Module):
+    config: BeitConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pixel_values):  # [B, H, W, 3] -> [B, 1 + H/p * W/p, D]
+        config = self.config
+        patches = PatchEmbeddings(config, self.dtype, name="patch_embeddings")(pixel_values)
+        batch, _, width = patches.shape
+        cls_token = self.param("cls_token", nn.initializers.zeros, (1, 1, width), jnp.float32)
+        cls_token = jnp.broadcast_to(cls_token.astype(patches.dtype), (batch, 1, width))
+        return jnp.concatenate([cls_token, patches], axis=1)
+
+
+class PatchEmbeddings(nn.Module):
+    config: BeitConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pixel_values):
+        p = self.config.patch_size
+        projection = nn.Conv(
+            self.config.hidden_size, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="projection"
+        )
+        patches = projection(pixel_values)  # [B, H/p, W/p, D]
+        return patches.reshape(patches.shape[0], -1, patches.shape[-1])
+
+
+class Encoder(nn.Module):
+    config: BeitConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, grid) -> list[jnp.ndarray]:
+        """Returns the output of every layer (hidden state i+1 is the output of layer i)."""
+        outputs = []
+        for i in range(self.config.num_hidden_layers):
+            x = Layer(self.config, self.dtype, name=f"layer_{i}")(x, grid)
+            outputs.append(x)
+        return outputs
+
+
+class BeitBackbone(nn.Module):
+    """`pixel_values [B, H, W, 3]` -> the hidden states `[B, 1 + N, D]` (CLS first) of the `out_indices` layers."""
+
+    config: BeitConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pixel_values) -> list[jnp.ndarray]:
+        _, height, width, channels = pixel_values.shape
+        p = self.config.patch_size
+        if height % p or width % p or channels != 3:
+            raise ValueError(
+                f"pixel_values must be [B, H, W, 3] with H and W multiples of {p}, got {pixel_values.shape}"
+            )
+        grid = (height // p, width // p)
+        x = Embeddings(self.config, self.dtype, name="embeddings")(pixel_values.astype(self.dtype))
+        layer_outputs = Encoder(self.config, self.dtype, name="encoder")(x, grid)
+        stages = [layer_outputs[i - 1] for i in self.config.out_indices]
+        for i, stage in zip(self.config.out_indices, stages, strict=True):
+            self.sow("intermediates", f"backbone_stage{i}", stage)
+        return stages

@@ -1,0 +1,147 @@
+"""The metric-bins machinery: seed bin regressor, projector, attractor layers and the conditional log-binomial.
+
+Reference: transformers `models/zoedepth/modeling_zoedepth.py` and isl-org ZoeDepth `models/layers/`.
+Everything here runs in fp32 whatever the compute dtype: bins are sorted, normalised and summed, and the
+log-binomial takes logs of probabilities near 0 and 1. Maps are NHWC with bins in the last axis.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoedepth_jax.modeling.layers import conv
+from zoedepth_jax.ops import resize_bilinear
+
+F32 = jnp.float32
+
+# Quirk kept for the released weights: transformers and the original code call the inverse attractor with its
+# default strength alpha=300, gamma=2, not the config's `attractor_alpha` (1000) / `attractor_gamma`.
+ATTRACTOR_ALPHA = 300.0
+ATTRACTOR_GAMMA = 2
+
+
+def inverse_attractor(dx: jnp.ndarray) -> jnp.ndarray:
+    """Shift of a bin centre towards an attractor at distance dx: dx / (1 + alpha * dx^gamma)."""
+    return dx / (1 + ATTRACTOR_ALPHA * dx**ATTRACTOR_GAMMA)
+
+
+def resize_to(x: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
+    """Bilinear (align_corners=True) resize of NHWC `x` to the spatial size of `like`."""
+    return resize_bilinear(x, like.shape[1:3], align_corners=True)
+
+
+class SeedBinRegressor(nn.Module):
+    """Per-pixel MLP predicting the first bin centres. "normed": centres from normalised widths on
+    [min_depth, max_depth]; "softplus": unbounded centres. Returns (bins for the attractors, metric centres)."""
+
+    n_bins: int
+    mlp_dim: int
+    min_depth: float
+    max_depth: float
+    normed: bool
+
+    @nn.compact
+    def __call__(self, x):  # [B, h, w, C] -> ([B, h, w, n_bins], [B, h, w, n_bins])
+        x = nn.relu(conv(self.mlp_dim, 1, "conv1", F32)(x))
+        x = conv(self.n_bins, 1, "conv2", F32)(x)
+        if not self.normed:
+            centers = nn.softplus(x)
+            return centers, centers
+        widths = nn.relu(x) + 1e-3
+        widths = widths / widths.sum(axis=-1, keepdims=True)
+        scaled = (self.max_depth - self.min_depth) * widths
+        scaled = jnp.concatenate([jnp.full_like(scaled[..., :1], self.min_depth), scaled], axis=-1)
+        edges = jnp.cumsum(scaled, axis=-1)
+        centers = 0.5 * (edges[..., :-1] + edges[..., 1:])
+        # Normalised back to [0, 1] for the attractors, as the heads of transformers do.
+        return (centers - self.min_depth) / (self.max_depth - self.min_depth), centers
+
+
+class Projector(nn.Module):
+    """conv1x1 -> ReLU -> conv1x1: features to bin embeddings."""
+
+    features: int
+    mlp_dim: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(conv(self.mlp_dim, 1, "conv1", F32)(x))
+        return conv(self.features, 1, "conv2", F32)(x)
+
+
+class AttractorLayer(nn.Module):
+    """Moves the previous bin centres towards attractor points predicted from the bin embedding.
+
+    normed=True (bins on [0, 1], `ZoeDepthAttractorLayer`): returns (new normed bins, metric centres sorted and
+    clipped to the depth range). normed=False (`ZoeDepthAttractorLayerUnnormed`): returns the unbounded centres twice.
+    """
+
+    n_attractors: int
+    min_depth: float
+    max_depth: float
+    normed: bool
+    kind: str  # "mean" or "sum" over the attractors
+
+    @nn.compact
+    def __call__(self, embedding, prev_bins, prev_embedding):
+        # embedding [B, h, w, E]; prev_bins [B, h', w', n_bins]; prev_embedding [B, h', w', E]
+        x = embedding + resize_to(prev_embedding, embedding)
+        x = nn.relu(conv(embedding.shape[-1], 1, "conv1", F32)(x))
+        if self.normed:
+            x = nn.relu(conv(2 * self.n_attractors, 1, "conv2", F32)(x)) + 1e-3
+            # Quirk kept for the released weights: the original normalised each attractor pair and then
+            # overwrote the result with the pair's first entry. Channels are (attractor, pair) interleaved.
+            attractors = x[..., 0::2]
+        else:
+            attractors = nn.softplus(conv(self.n_attractors, 1, "conv2", F32)(x))
+        bins = resize_to(prev_bins, embedding)  # [B, h, w, n_bins]
+        shift = inverse_attractor(attractors[..., :, None] - bins[..., None, :])  # [B, h, w, n_att, n_bins]
+        shift = shift.sum(axis=-2)
+        if self.kind == "mean":
+            shift = shift / self.n_attractors
+        new_bins = bins + shift
+        if not self.normed:
+            return new_bins, new_bins
+        centers = (self.max_depth - self.min_depth) * new_bins + self.min_depth
+        centers = jnp.clip(jnp.sort(centers, axis=-1), self.min_depth, self.max_depth)
+        return new_bins, centers
+
+
+def log_binomial_coefficients(n_classes: int, eps: float = 1e-7) -> np.ndarray:
+    """log C(K-1, k) for k = 0..K-1 by Stirling's approximation, with transformers' epsilons, in float32.
+
+    A constant of the shape, computed here in numpy as torch computes it: left to XLA, the k = K-1 term
+    0 * log(0 + eps) can be rewritten into 0 * log(0) = NaN under jit.
+    """
+    n = np.float32(n_classes - 1) + np.float32(eps)
+    k = np.arange(n_classes, dtype=np.float32) + np.float32(eps)
+    with np.errstate(divide="ignore"):
+        return (n * np.log(n) - k * np.log(k) - (n - k) * np.log(n - k + np.float32(eps))).astype(np.float32)
+
+
+class ConditionalLogBinomial(nn.Module):
+    """Per-pixel MLP giving a probability p and a temperature t, then a softmax over `n_classes` bins of the
+    log-binomial log C(K-1, k) + k log p + (K-1-k) log(1-p), divided by t."""
+
+    n_classes: int
+    bottleneck: int
+    min_temp: float
+    max_temp: float
+
+    @nn.compact
+    def __call__(self, main, condition):  # [B, H, W, C1], [B, H, W, C2] -> probabilities [B, H, W, n_classes]
+        eps = 1e-4
+        x = conv(self.bottleneck, 1, "mlp_0", F32)(jnp.concatenate([main, condition], axis=-1))
+        x = nn.softplus(conv(4, 1, "mlp_2", F32)(nn.gelu(x, approximate=False))) + eps
+        p = x[..., 0:1] / (x[..., 0:1] + x[..., 1:2])
+        t = x[..., 2:3] / (x[..., 2:3] + x[..., 3:4])
+        t = (self.max_temp - self.min_temp) * t + self.min_temp
+        k = jnp.arange(self.n_classes, dtype=F32)
+        last = jnp.asarray(self.n_classes - 1, F32)
+        one_minus_p = jnp.clip(1 - p, eps, 1.0)
+        p = jnp.clip(p, eps, 1.0)
+        logits = log_binomial_coefficients(self.n_classes) + k * jnp.log(p) + (last - k) * jnp.log(one_minus_p)
+        return jax.nn.softmax(logits / t, axis=-1)

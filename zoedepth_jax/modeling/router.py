@@ -1,0 +1,90 @@
+"""ZoeD-NK's domain router: a small post-norm transformer over the bottleneck's pixels and an MLP classifier
+on its first token, giving one logit per domain (NYU, KITTI).
+
+Reference: transformers `ZoeDepthPatchTransformerEncoder`, `ZoeDepthTransformerEncoderLayer`, `ZoeDepthMLPClassifier`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoedepth_jax.config import ZoeDepthConfig
+from zoedepth_jax.modeling.layers import conv, layer_norm
+
+F32 = jnp.float32
+# transformers runs exactly this many encoder layers, whatever `num_patch_transformer_layers` says.
+ROUTER_LAYERS = 4
+TORCH_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which the router's norms use
+
+
+def sinusoidal_positions(length: int, dim: int) -> jnp.ndarray:
+    """`[length, dim]`: sines in the first half of the channels, cosines in the second (not interleaved)."""
+    position = jnp.arange(length, dtype=F32)[:, None]
+    frequency = jnp.exp(jnp.arange(0, dim, 2, dtype=F32) * (-math.log(10000.0) / dim))[None, :]
+    angle = position * frequency
+    return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=1)
+
+
+class MultiheadAttention(nn.Module):
+    num_heads: int
+
+    @nn.compact
+    def __call__(self, x):  # [B, T, E]
+        batch, tokens, width = x.shape
+        head_dim = width // self.num_heads
+
+        def project(name):
+            return nn.Dense(width, name=name)(x).reshape(batch, tokens, self.num_heads, head_dim).transpose(0, 2, 1, 3)
+
+        query, key, value = project("query"), project("key"), project("value")
+        scores = jnp.einsum("bhqd,bhkd->bhqk", query, key) / math.sqrt(head_dim)
+        context = jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), value)
+        return nn.Dense(width, name="out_proj")(context.transpose(0, 2, 1, 3).reshape(batch, tokens, width))
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Post-norm encoder layer with ReLU feed-forward (dropout is inactive at inference)."""
+
+    num_heads: int
+    intermediate_size: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = layer_norm(TORCH_LAYER_NORM_EPS, "norm1")(x + MultiheadAttention(self.num_heads, name="self_attn")(x))
+        y = nn.Dense(x.shape[-1], name="linear2")(nn.relu(nn.Dense(self.intermediate_size, name="linear1")(x)))
+        return layer_norm(TORCH_LAYER_NORM_EPS, "norm2")(x + y)
+
+
+class PatchTransformerEncoder(nn.Module):
+    config: ZoeDepthConfig
+
+    @nn.compact
+    def __call__(self, x):  # [B, h, w, C] -> [B, 1 + h*w, E]
+        config = self.config
+        embeddings = conv(config.patch_transformer_hidden_size, 1, "embedding_convPxP", F32)(x)
+        batch, _, _, width = embeddings.shape
+        embeddings = embeddings.reshape(batch, -1, width)
+        # A zero token in front accumulates the global summary the classifier reads.
+        embeddings = jnp.pad(embeddings, ((0, 0), (1, 0), (0, 0)))
+        embeddings = embeddings + sinusoidal_positions(embeddings.shape[1], width)[None]
+        for i in range(ROUTER_LAYERS):
+            layer = TransformerEncoderLayer(
+                config.patch_transformer_num_attention_heads,
+                config.patch_transformer_intermediate_size,
+                name=f"transformer_encoder_{i}",
+            )
+            embeddings = layer(embeddings)
+        return embeddings
+
+
+class MLPClassifier(nn.Module):
+    num_domains: int
+
+    @nn.compact
+    def __call__(self, x):  # [B, E] -> [B, num_domains]
+        x = nn.relu(nn.Dense(x.shape[-1], name="linear1")(x))
+        return nn.Dense(self.num_domains, name="linear2")(x)

@@ -1,0 +1,87 @@
+"""The whole model: `ZoeDepthForDepthEstimation.apply(variables, pixel_values) -> ZoeDepthOutput`."""
+
+from __future__ import annotations
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoedepth_jax.config import ZoeDepthConfig
+from zoedepth_jax.errors import ConfigError
+from zoedepth_jax.modeling.beit import BeitBackbone
+from zoedepth_jax.modeling.dpt import Neck, RelativeDepthHead
+from zoedepth_jax.modeling.layers import Dtype
+from zoedepth_jax.modeling.metric_head import MetricHead
+
+ROUTINGS = ("per_image", "batch")
+COMPUTE_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+
+
+@flax.struct.dataclass
+class ZoeDepthOutput:
+    """`predicted_depth [B, H, W]` in meters at the input's size; `domain_logits [B, 2]` for ZoeD-NK, else None."""
+
+    predicted_depth: jax.Array
+    domain_logits: jax.Array | None = None
+
+
+def select_domain(depths: jax.Array, domain_logits: jax.Array, routing: str) -> jax.Array:
+    """Picks each image's depth from `depths [num_domains, B, H, W]` without leaving the device.
+
+    "per_image": each image takes the head its own logits choose, so a batch returns what its images return
+    one at a time. "batch": transformers' rule, one head for the whole batch, from the softmax of the logits
+    summed over the batch (identical to "per_image" for a batch of one).
+    """
+    if routing == "per_image":
+        domain = jnp.argmax(domain_logits, axis=-1)  # [B]
+    else:
+        vote = jax.nn.softmax(domain_logits.sum(axis=0), axis=-1)
+        domain = jnp.broadcast_to(jnp.argmax(vote), domain_logits.shape[:1])
+    return jnp.take_along_axis(depths, domain[None, :, None, None], axis=0)[0]
+
+
+class ZoeDepthForDepthEstimation(nn.Module):
+    """ZoeDepth for metric depth. Input: `pixel_values [B, H, W, 3]` (normalised as the image processor does,
+    H and W multiples of the patch size). Parameters are fp32; `dtype` sets the compute type of the backbone,
+    neck and relative head (the metric heads and router always run in fp32).
+
+    Intermediates (backbone stages, neck maps, relative depth, bin centres) are sown into the
+    `"intermediates"` collection: `model.apply(variables, x, mutable=["intermediates"])`.
+    """
+
+    config: ZoeDepthConfig
+    dtype: Dtype = jnp.float32
+    routing: str = "per_image"
+
+    @nn.compact
+    def __call__(self, pixel_values: jax.Array) -> ZoeDepthOutput:
+        if self.routing not in ROUTINGS:
+            raise ConfigError(f"routing = {self.routing!r}: expected one of {ROUTINGS}")
+        if jnp.dtype(self.dtype) not in [jnp.dtype(d) for d in COMPUTE_DTYPES]:
+            raise ConfigError(f"dtype = {self.dtype!r}: expected float32, bfloat16 or float16")
+        config = self.config
+        patch = config.backbone_config.patch_size
+        hidden_states = BeitBackbone(config.backbone_config, self.dtype, name="backbone")(pixel_values)
+        grid = (pixel_values.shape[1] // patch, pixel_values.shape[2] // patch)
+        fused, bottleneck = Neck(config, self.dtype, name="neck")(hidden_states, grid)
+        relative_depth, relative_features = RelativeDepthHead(config, self.dtype, name="relative_head")(fused)
+        depths, domain_logits = MetricHead(config, name="metric_head")(
+            relative_features, relative_depth, bottleneck, fused
+        )
+        if domain_logits is None:
+            return ZoeDepthOutput(predicted_depth=depths[0])
+        return ZoeDepthOutput(select_domain(depths, domain_logits, self.routing), domain_logits)
+
+
+def apply_with_intermediates(model: ZoeDepthForDepthEstimation, variables, pixel_values):
+    """Runs the model and returns `(output, {name: array})` with every sown intermediate, e.g.
+    `backbone_stage24`, `neck_fusion_3`, `relative_depth`, `bin_centers_nyu`, `seed_bin_centers_kitti`."""
+    output, state = model.apply(variables, pixel_values, mutable=["intermediates"])
+    flat = {}
+    for path, value in jax.tree_util.tree_flatten_with_path(
+        state["intermediates"], is_leaf=lambda v: isinstance(v, tuple)
+    )[0]:
+        name = path[-1].key
+        flat[name] = value[0]
+    return output, flat
