@@ -91,11 +91,6 @@ def test_predict_writes_three_files(converted, tmp_path, capsys):
         assert image.mode == "RGB" and image.size == (640, 480)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: under jax.jit XLA constant-folds metric_bins.log_binomial_coefficient to 0 * log(0) = NaN "
-    "at k = n_classes - 1, so the jitted model predicts NaN everywhere (eager apply is fine)",
-)
 def test_predict_depth_is_finite(converted, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["predict", str(EXAMPLE), "--model", str(converted), "--out", str(out)]) == 0

@@ -72,7 +72,7 @@ def test_per_image_routing_equals_one_image_at_a_time(tmp_path):
     alone = [reference.run_reference(hf_model, images[i : i + 1]) for i in range(2)]
     margins = [a["domain_logits"][0, 1] - a["domain_logits"][0, 0] for a in alone]
     assert abs(margins[0] - margins[1]) > 1e-3, "the two images need distinct router margins"
-    reference.steer_router(hf_model, -(margins[0] + margins[1]))  # puts the decision between the two images
+    reference.steer_router(hf_model, -(margins[0] + margins[1]) / 2)  # moves the decision between the images
     hf_model.save_pretrained(tmp_path)
     alone = [reference.run_reference(hf_model, images[i : i + 1]) for i in range(2)]
     domains = [int(a["domain_logits"].argmax()) for a in alone]

@@ -24,3 +24,10 @@ def depth_relative_error(ours, reference) -> float:
     assert ours.shape == reference.shape, (ours.shape, reference.shape)
     assert (reference > 0).all(), "metric depth must be positive"
     return float((np.abs(ours - reference) / reference).max())
+
+
+# The normed (KITTI) attractor chain amplifies fp32 rounding about threefold per stage: at the full BEiT-L
+# size, transformers' own fp32 bin centres of the last stage are ~4e-4 from a float64 run. For those tensors
+# the test asks that ours be no farther from transformers-in-float64 than transformers-in-fp32 is, with this
+# margin for rounding that falls differently.
+NORMED_BINS_VS_FLOAT64_FACTOR = 1.5

@@ -3,6 +3,7 @@
 from zoedepth_jax.config import BeitConfig, BinConfiguration, ZoeDepthConfig
 from zoedepth_jax.errors import CheckpointError, ConfigError, ImageError, ZoeDepthError
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput, apply_with_intermediates
+from zoedepth_jax.weights import from_pretrained, save_pretrained
 
 __all__ = [
     "BeitConfig",
@@ -15,4 +16,6 @@ __all__ = [
     "ZoeDepthForDepthEstimation",
     "ZoeDepthOutput",
     "apply_with_intermediates",
+    "from_pretrained",
+    "save_pretrained",
 ]
