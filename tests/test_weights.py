@@ -45,7 +45,7 @@ def copy_checkpoint(src: Path, dst: Path, edit=None) -> Path:
 def test_every_source_key_and_target_is_accounted_for(nk_folder, tmp_path):
     def drop_and_add(tensors):
         del tensors["neck.convs.2.weight"]
-        tensors["neck.convs.9.weight"] = np.zeros((1,), np.float32)
+        tensors["neck.convs.9.weight"] = np.zeros((1, 1, 1, 1), np.float32)
         tensors["relative_head.conv3.bias"] = np.zeros((7,), np.float32)
 
     folder = copy_checkpoint(nk_folder, tmp_path / "bad", drop_and_add)
@@ -54,7 +54,7 @@ def test_every_source_key_and_target_is_accounted_for(nk_folder, tmp_path):
     message = str(info.value)
     assert "neck.convs.9.weight" in message and "unexpected keys (1)" in message
     assert "relative_head.conv3.bias: (7,)" in message and "mis-shaped keys (1)" in message
-    assert "neck/convs_2/kernel" in message and "missing parameters (1)" in message
+    assert "neck/convs_2/kernel" in message and "missing parameters (2)" in message  # the mis-shaped one too
 
 
 def test_truncated_and_garbage_files_are_clear_errors(nk_folder, tmp_path):

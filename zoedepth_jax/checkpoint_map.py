@@ -125,7 +125,13 @@ def convert_hf_state_dict(
         if transform is None:
             problems["unexpected keys"].append(f"{key} (no conversion rule)")
             continue
-        leaf, value = transform(np.asarray(tensor))
+        try:
+            leaf, value = transform(np.asarray(tensor))
+        except ValueError:  # e.g. a 1-D tensor where a convolution kernel belongs
+            problems["mis-shaped keys"].append(
+                f"{key}: {tuple(tensor.shape)} cannot be {transform.__name__[1:]} weights"
+            )
+            continue
         path = flax_path(key, config) + (leaf or key.rsplit(".", 1)[1],)
         name = "/".join(path)
         if name not in targets:
