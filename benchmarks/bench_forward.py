@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,14 +30,15 @@ def build_checkpoint(variant: str, folder: Path) -> None:
     reference.build(variant, folder, seed=0, full=True)
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure_memory(framework: str, folder: Path, height: int, width: int) -> float:
-    """Peak RSS (MiB) of a fresh process that loads the checkpoint in one framework and runs one forward."""
+    """Peak RSS (MiB) of a fresh process that loads the checkpoint in one framework and runs one forward.
+
+    Read from VmHWM in /proc/self/status, which belongs to the process's own address space. `ru_maxrss` would
+    not do: Linux carries it across fork + exec, so a child reports at least its parent's peak (this script's
+    parent holds both models at once).
+    """
     code = f"""
-import resource, numpy as np
+import re, numpy as np
 x = np.zeros((1, 3, {height}, {width}), np.float32)
 if {framework!r} == "jax":
     import jax
@@ -51,7 +51,8 @@ else:
     model = ZoeDepthForDepthEstimation.from_pretrained({str(folder)!r}).eval()
     with torch.no_grad():
         model(torch.from_numpy(x))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+status = open("/proc/self/status").read()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     return float(out.stdout.strip().splitlines()[-1])
