@@ -181,3 +181,72 @@ def run_reference(model: HFZoeDepth, images_nchw: np.ndarray) -> dict[str, np.nd
             result[f"seed_bin_centers_{d}"] = nhwc(captured[f"seed_{d}"])
             result[f"bin_centers_{d}"] = nhwc(captured[f"bins_{d}"])
     return result
+
+
+def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A uint8 RGB `[H, W, 3]` image with the structure of `test_images` (smooth shapes plus noise)."""
+    image = test_images(1, height, width, seed=seed)[0].transpose(1, 2, 0)
+    return np.rint((image + 1) * 127.5).astype(np.uint8)
+
+
+# The values of the Intel checkpoints' preprocessor_config.json. transformers 5.x's class default
+# ensure_multiple_of = 1/32 is a bug (sizes such as 384x61), so the reference is always built with these.
+RELEASED_PROCESSOR = dict(
+    do_pad=True,
+    do_resize=True,
+    size={"height": 384, "width": 512},
+    keep_aspect_ratio=True,
+    ensure_multiple_of=32,
+    do_rescale=True,
+    rescale_factor=1 / 255,
+    do_normalize=True,
+    image_mean=[0.5, 0.5, 0.5],
+    image_std=[0.5, 0.5, 0.5],
+)
+
+
+def hf_processor(**overrides):
+    """transformers' PIL-backed ZoeDepth processor (the one it uses without torchvision), released settings."""
+    from transformers.models.zoedepth.image_processing_pil_zoedepth import ZoeDepthImageProcessorPil
+
+    return ZoeDepthImageProcessorPil(**{**RELEASED_PROCESSOR, **overrides})
+
+
+class TorchvisionResizeStandIn:
+    """torchvision's tensor `resize(..., BICUBIC, antialias=False)` is `interpolate(mode="bicubic",
+    align_corners=False)`; transformers' post-processing calls it as `tvF`, and torchvision is not installed."""
+
+    class InterpolationMode:
+        BICUBIC = "bicubic"
+
+    @staticmethod
+    def resize(image, size, interpolation, antialias):
+        assert interpolation == "bicubic" and antialias is False
+        return torch.nn.functional.interpolate(image[None], size=list(size), mode="bicubic", align_corners=False)[0]
+
+
+def hf_post_process(processor, outputs, **kwargs) -> list[np.ndarray]:
+    """transformers' own `post_process_depth_estimation`, run with the torchvision stand-in; depth maps as numpy."""
+    from transformers.models.zoedepth import image_processing_pil_zoedepth as module
+
+    saved = getattr(module, "tvF", None)
+    module.tvF = TorchvisionResizeStandIn
+    try:
+        results = processor.post_process_depth_estimation(outputs, **kwargs)
+    finally:
+        if saved is None:
+            del module.tvF
+        else:
+            module.tvF = saved
+    return [r["predicted_depth"].numpy() for r in results]
+
+
+@torch.no_grad()
+def hf_depth_pipeline(model: HFZoeDepth, image: np.ndarray, flip: bool) -> np.ndarray:
+    """Depth in meters at the source size, as the transformers docs compute it: processor, model (and the mirrored
+    input when `flip`), post-processing with the source size."""
+    processor = hf_processor()
+    pixel_values = processor(images=image, return_tensors="pt")["pixel_values"]
+    outputs = model(pixel_values=pixel_values)
+    flipped = model(pixel_values=torch.flip(pixel_values, dims=[3])) if flip else None
+    return hf_post_process(processor, outputs, source_sizes=[image.shape[:2]], outputs_flipped=flipped)[0]

@@ -1,7 +1,8 @@
-"""The `zoedepth-jax` command line and the image helpers, on a tiny random checkpoint (no torch, no download)."""
+"""The `zoedepth-jax` command line and the depth-image writers, on a tiny random checkpoint (no torch, no download)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -10,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoedepth_jax import ZoeDepthConfig, ZoeDepthForDepthEstimation, imaging
+from zoedepth_jax import ZoeDepthConfig, ZoeDepthForDepthEstimation, ZoeDepthImageProcessor, imaging
 from zoedepth_jax.cli import _depth_summary, main
 from zoedepth_jax.config import BeitConfig
-from zoedepth_jax.errors import ImageError
 from zoedepth_jax.weights import save_pretrained
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "example.png"
+EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "example.jpg"
+EXAMPLE_SIZE = (400, 600)  # height, width
 
 
 def _png_bit_depth(path: Path) -> int:
@@ -44,7 +45,10 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     )
     model = ZoeDepthForDepthEstimation(config)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-    return save_pretrained(tmp_path_factory.mktemp("tiny_src"), model, {"params": variables["params"]})
+    folder = save_pretrained(tmp_path_factory.mktemp("tiny_src"), model, {"params": variables["params"]})
+    processor = ZoeDepthImageProcessor(size=(256, 320))  # not the default: convert must carry it over
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor.to_dict()))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +61,8 @@ def converted(tiny_checkpoint, tmp_path_factory) -> Path:
 def test_convert_writes_a_loadable_folder(converted, tiny_checkpoint, capsys):
     assert (converted / "config.json").is_file()
     assert (converted / "flax_model.safetensors").is_file()
+    carried = ZoeDepthImageProcessor.from_json_file(converted / "preprocessor_config.json")
+    assert carried.size == {"height": 256, "width": 320}
     # A second conversion into the same folder is refused without --overwrite, accepted with it.
     assert main(["convert", str(tiny_checkpoint), str(converted)]) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -65,61 +71,97 @@ def test_convert_writes_a_loadable_folder(converted, tiny_checkpoint, capsys):
     assert "parameters" in out and "bytes written" in out and "seconds" in out
 
 
-def test_predict_writes_three_files(converted, tmp_path, capsys):
+def _outputs(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_predict_writes_png16_color_and_npy(converted, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["predict", str(EXAMPLE), "--model", str(converted), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "example.png" in printed and "640x480" in printed and "depth" in printed
+    assert main(["predict", str(EXAMPLE), "--model", str(converted), "--out", str(out), "--npy"]) == 0
+    printed = capsys.readouterr()
+    assert "example.jpg" in printed.out and "600x400" in printed.out and "median" in printed.out
+    assert "1 done, 0 skipped, 0 failed" in printed.err
+    assert _outputs(out) == ["example_depth.npy", "example_depth.png", "example_depth_color.png"]  # no temp files
 
-    png = out / "example_depth.png"
-    npy = out / "example_depth.npy"
-    color = out / "example_depth_color.png"
-    assert sorted(p.name for p in out.iterdir()) == sorted([png.name, npy.name, color.name])  # no temp files left
-
-    depth = np.load(npy)
-    assert depth.dtype == np.float32 and depth.shape == (480, 640)
-
-    assert _png_bit_depth(png) == 16
-    with Image.open(png) as image:
-        assert image.mode in ("I;16", "I")
-        assert image.size == (640, 480)
-        mm = np.asarray(image)
-    expected = np.nan_to_num(np.rint(depth.astype(np.float64) * 1000), nan=0.0, posinf=65535.0, neginf=0.0)
-    np.testing.assert_array_equal(mm, np.clip(expected, 0, 65535))  # millimetres; NaN is stored as 0
-
-    with Image.open(color) as image:
-        assert image.mode == "RGB" and image.size == (640, 480)
-
-
-def test_predict_depth_is_finite(converted, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert main(["predict", str(EXAMPLE), "--model", str(converted), "--out", str(out)]) == 0
-    captured = capsys.readouterr()
-    assert "not finite" not in captured.err
-    assert "min" in captured.out and "median" in captured.out and "max" in captured.out
     depth = np.load(out / "example_depth.npy")
+    assert depth.dtype == np.float32 and depth.shape == EXAMPLE_SIZE
     assert np.isfinite(depth).all() and (depth > 0).all()
 
+    png = out / "example_depth.png"
+    assert _png_bit_depth(png) == 16
+    with Image.open(png) as image:
+        assert image.mode in ("I;16", "I") and image.size == EXAMPLE_SIZE[::-1]
+        mm = np.asarray(image)
+    np.testing.assert_array_equal(mm, np.clip(np.rint(depth.astype(np.float64) * 1000), 0, 65535))
+    with Image.open(out / "example_depth_color.png") as image:
+        assert image.mode == "RGB" and image.size == EXAMPLE_SIZE[::-1]
 
-def test_predict_skips_unreadable_image(converted, tmp_path, capsys):
-    bad = tmp_path / "broken.jpg"
-    bad.write_bytes(b"this is not a jpeg \x00\x01\x02" * 10)
+
+def _mixed_folder(root: Path) -> dict[str, tuple[int, int]]:
+    """A folder of awkward images, all 120x160 (one processed shape, one compile); returns name -> size."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    (root / "nested").mkdir(parents=True)
+    Image.fromarray(rgb[..., 0]).save(root / "grey.png")  # mode L
+    Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (120, 160), dtype=np.uint8)])).save(root / "rgba.png")
+    deep = (rgb[..., 1].astype(np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(deep).save(root / "deep16.png")  # a 16-bit greyscale PNG
+    Image.fromarray(rgb).save(root / "nested" / "photo.jpg")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    (root / "notes.txt").write_text("not an image, and not picked up from a folder")
+    return {"grey": (120, 160), "rgba": (120, 160), "deep16": (120, 160), "nested/photo": (120, 160)}
+
+
+def test_predict_folder_reports_bad_files_and_resumes(converted, tmp_path, capsys):
+    images = tmp_path / "images"
+    expected = _mixed_folder(images)
+    with Image.open(images / "deep16.png") as image:
+        assert image.mode in ("I;16", "I")  # the test really feeds a 16-bit image
     out = tmp_path / "out"
-    status = main(["predict", str(bad), str(EXAMPLE), "--model", str(converted), "--out", str(out)])
-    assert status == 1
+    command = ["predict", str(images), "--model", str(converted), "--out", str(out), "--batch-size", "2"]
+
+    assert main(command) == 1
     err = capsys.readouterr().err
-    assert "broken.jpg" in err
-    assert (out / "example_depth.png").is_file()
-    assert (out / "example_depth.npy").is_file()
-    assert (out / "example_depth_color.png").is_file()
-    assert not (out / "broken_depth.png").exists()
+    assert "corrupt.png" in err and "4 done, 0 skipped, 1 failed" in err and "notes.txt" not in err
+    for name, size in expected.items():
+        with Image.open(out / f"{name}_depth.png") as image:
+            assert image.size == size[::-1] and _png_bit_depth(out / f"{name}_depth.png") == 16
+        with Image.open(out / f"{name}_depth_color.png") as image:
+            assert image.size == size[::-1] and image.mode == "RGB"
+    assert not list(out.rglob("corrupt*")) and not list(out.rglob("*.tmp"))
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert main(command) == 1  # the corrupt file still fails; the rest is skipped, not redone
+    err = capsys.readouterr().err
+    assert "4 image(s) already done" in err and "0 done, 4 skipped, 1 failed" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamps
+
+    assert main([*command, "--overwrite", "--no-color"]) == 1
+    assert "4 done, 0 skipped, 1 failed" in capsys.readouterr().err
+
+
+def test_predict_refuses_inputs_that_would_share_outputs(converted, tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (64, 48), "white").save(tmp_path / folder / "same.png")
+    paths = [str(tmp_path / "a" / "same.png"), str(tmp_path / "b" / "same.png")]
+    assert main(["predict", *paths, "--model", str(converted), "--out", str(tmp_path / "out")]) == 2
+    assert "overwrite each other" in capsys.readouterr().err
+
+
+def test_predict_missing_input_is_reported(converted, tmp_path, capsys):
+    status = main(["predict", str(tmp_path / "nope.jpg"), "--model", str(converted), "--out", str(tmp_path / "o")])
+    assert status == 1
+    assert "nope.jpg: no such file or folder" in capsys.readouterr().err
 
 
 def test_predict_bad_model_is_an_error_not_a_traceback(tmp_path, capsys):
-    status = main(["predict", "x.png", "--model", "/nonexistent/dir/that/is/not/a/hub/id!", "--out", str(tmp_path)])
+    image = tmp_path / "x.png"
+    Image.new("RGB", (64, 48)).save(image)
+    status = main(["predict", str(image), "--model", "/nonexistent/dir/that/is/not/a/hub/id!", "--out", str(tmp_path)])
     assert status == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert "error: " in err and "Traceback" not in err
 
 
 def test_depth_summary():
@@ -129,11 +171,13 @@ def test_depth_summary():
     assert _depth_summary(np.full((2, 2), np.nan, np.float32)) == "depth: no finite values"
 
 
-def test_help_mentions_millimetres(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", "--help"])
-    assert exit_info.value.code == 0
-    assert "MILLIMETRES" in capsys.readouterr().out
+def test_help_explains_outputs_and_commands(capsys):
+    for argv, words in ((["--help"], ["predict", "convert"]), (["predict", "--help"], ["MILLIMETRES", "--overwrite"])):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+        printed = capsys.readouterr().out
+        assert all(word in printed for word in words)
 
 
 def test_depth_to_png16_rounds_to_millimetres_and_clips():
@@ -143,41 +187,8 @@ def test_depth_to_png16_rounds_to_millimetres_and_clips():
     np.testing.assert_array_equal(np.asarray(image), [[1235, 0, 0], [65535, 65535, 0]])
 
 
-def test_simple_preprocess_shapes():
-    pixels, size = imaging.simple_preprocess(np.zeros((480, 640, 3), np.uint8))
-    assert pixels.shape == (1, 384, 512, 3) and pixels.dtype == np.float32 and size == (480, 640)
-    np.testing.assert_allclose(pixels, -1.0)  # black -> (0 - 0.5) / 0.5
-
-    # scale 512/1000 is closer to 1 than 384/100: 100x1000 -> 51.2x512 -> rounded to multiples of 32
-    pixels, size = imaging.simple_preprocess(np.full((100, 1000, 3), 255, np.uint8))
-    assert pixels.shape == (1, 64, 512, 3) and size == (100, 1000)
-    np.testing.assert_allclose(pixels, 1.0)
-
-
-def test_resize_depth_and_colorize():
+def test_colorize_draws_near_bright():
     depth = np.linspace(1, 5, 12, dtype=np.float32).reshape(3, 4)
-    resized = imaging.resize_depth(depth, (6, 8))
-    assert resized.shape == (6, 8) and resized.dtype == np.float32
-    assert resized.min() >= 1 - 1e-6 and resized.max() <= 5 + 1e-6
-
     color = np.asarray(imaging.colorize(depth))
     assert color.shape == (3, 4, 3) and color.dtype == np.uint8
     assert color[0, 0].sum() > color[-1, -1].sum()  # nearest is brightest
-
-
-def test_load_rgb_converts_modes_and_reports_bad_files(tmp_path):
-    rgba = tmp_path / "rgba.png"
-    Image.new("RGBA", (5, 4), (10, 20, 30, 0)).save(rgba)
-    array = imaging.load_rgb(rgba)
-    assert array.shape == (4, 5, 3) and array.dtype == np.uint8
-    assert tuple(array[0, 0]) == (10, 20, 30)
-
-    grey = tmp_path / "grey.png"
-    Image.new("L", (3, 2), 7).save(grey)
-    assert tuple(imaging.load_rgb(grey)[1, 2]) == (7, 7, 7)
-
-    truncated = tmp_path / "truncated.png"
-    truncated.write_bytes(rgba.read_bytes()[:40])
-    for path in (truncated, tmp_path / "missing.png"):
-        with pytest.raises(ImageError, match=path.name):
-            imaging.load_rgb(path)

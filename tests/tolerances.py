@@ -31,3 +31,26 @@ def depth_relative_error(ours, reference) -> float:
 # the test asks that ours be no farther from transformers-in-float64 than transformers-in-fp32 is, with this
 # margin for rounding that falls differently.
 NORMED_BINS_VS_FLOAT64_FACTOR = 1.5
+
+
+# Image processor (tests/test_processing.py). Every step but the resize is exact (the rescale of uint8 is the
+# same float64 product cast to float32, padding is a copy, normalisation the same float32 expression); the resize
+# uses torch's source coordinates and weights bit for bit, and differs only in how the float32 weighted sums round
+# (torch's compiled kernel fuses some multiply-adds, numpy does not). Measured: <= 5e-7 on values in [-1, 1].
+# The error is taken relative to max(1, max|reference|), so that the same bound applies to outputs left on the
+# 0..255 scale (do_rescale and do_normalize off), whose float32 ulp is already 1.5e-5.
+PIXEL_VALUES_ABS = 1e-5
+
+# uint8 input with do_rescale=False: transformers resizes the uint8 array with torch's fixed-point uint8 kernel,
+# which rounds to integers (differently from rounding the float result); we resize in float32. The two differ by
+# at most one 0..255 level before normalisation.
+UINT8_RESIZE_LEVELS = 1.0
+
+# post_process_depth_estimation against torch's bicubic interpolate (the bound). Measured ~1e-7: the same
+# coordinates and weights as torch, float32 sums rounded differently.
+POST_PROCESS_RELATIVE = 1e-4
+
+# ops.resize_bilinear / resize_bicubic against torch.nn.functional.interpolate, relative to the input's scale.
+# Coordinates and weights are torch's bit for bit; what remains is the rounding of 2 (bilinear) or 4 (bicubic)
+# float32 products summed per axis. Measured <= 2e-7.
+RESIZE_RELATIVE = 1e-6

@@ -3,6 +3,8 @@
 from zoedepth_jax.config import BeitConfig, BinConfiguration, ZoeDepthConfig
 from zoedepth_jax.errors import CheckpointError, ConfigError, ImageError, ZoeDepthError
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput, apply_with_intermediates
+from zoedepth_jax.pipeline import DepthEstimator, pipeline
+from zoedepth_jax.processing import ZoeDepthImageProcessor, load_image
 from zoedepth_jax.weights import from_pretrained, save_pretrained
 
 __all__ = [
@@ -10,12 +12,16 @@ __all__ = [
     "BinConfiguration",
     "CheckpointError",
     "ConfigError",
+    "DepthEstimator",
     "ImageError",
     "ZoeDepthConfig",
     "ZoeDepthError",
     "ZoeDepthForDepthEstimation",
+    "ZoeDepthImageProcessor",
     "ZoeDepthOutput",
     "apply_with_intermediates",
     "from_pretrained",
+    "load_image",
+    "pipeline",
     "save_pretrained",
 ]

@@ -1,8 +1,12 @@
 """Resizes that reproduce `torch.nn.functional.interpolate` exactly.
 
 `jax.image.resize` has no `align_corners` and antialiases when shrinking, so ZoeDepth's resizes go through
-here. Source coordinates and weights depend only on static shapes: they are numpy constants at trace time,
-and the resize itself is two gathers and a lerp per axis.
+here. Source indices and weights depend only on static shapes: they are numpy constants at trace time, computed
+in the tensor's float type as torch computes them, and the resize of one axis is a few gathers and a weighted sum
+(two taps for bilinear, four for bicubic). Like torch's CPU kernel, the width is resized first, then the height.
+
+A numpy array is resized with numpy (host-side pre- and post-processing: no compilation per image size);
+anything else (a JAX array, a tracer under `jit`) with `jax.numpy`.
 """
 
 from __future__ import annotations
@@ -10,42 +14,105 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+# The cubic convolution coefficient torch uses for mode="bicubic" (Keys' kernel with a = -0.75, as OpenCV).
+CUBIC_A = -0.75
 
-def _linear_taps(in_size: int, out_size: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of the two source samples and the weight of the second one, as torch computes them."""
-    dst = np.arange(out_size, dtype=np.float64)
+
+def _fma(a, b, c, dtype) -> np.ndarray:
+    """`a * b + c` as a fused multiply-add: for float32 operands the float64 product is exact, and the sum is
+    rounded (to float64, then to float32) instead of the product and the sum each to float32.
+
+    torch's compiled CPU kernels contract some of their float expressions into fused multiply-adds; doing the
+    same where they do makes the coordinates and weights below bit-identical to those of torch 2.13 on x86
+    (measured; unfused, a source coordinate is up to 1.5e-5 off, which moves a bilinear output by that much times
+    the step between neighbouring samples). A build that contracts differently differs by an ulp of a weight.
+    """
+    return (np.asarray(a, np.float64) * np.asarray(b, np.float64) + np.asarray(c, np.float64)).astype(dtype)
+
+
+def _source_index(in_size: int, out_size: int, align_corners: bool, cubic: bool, dtype) -> np.ndarray:
+    """torch's `area_pixel_compute_source_index` for every output index, computed in `dtype` as torch does."""
+    dst = np.arange(out_size).astype(dtype)
     if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        src = dst * scale
-    else:
-        # torch's area_pixel_compute_source_index with a size (not a scale factor) given: negative clamps to 0.
-        src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
-    src = src.astype(np.float32)  # torch computes the coordinate in the tensor's float type
-    lower = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
-    upper = np.minimum(lower + 1, in_size - 1)
-    weight = (src - lower).astype(np.float32)
-    return lower, upper, weight
+        scale = dtype(in_size - 1) / dtype(out_size - 1) if out_size > 1 else dtype(0)
+        return scale * dst
+    # A size (not a scale factor) was given: the scale is in/out. Linear modes clamp negative sources to 0;
+    # cubic keeps them and lets the border clamp of the taps handle them.
+    src = _fma(dtype(in_size) / dtype(out_size), dst + dtype(0.5), dtype(-0.5), dtype)
+    return src if cubic else np.maximum(src, dtype(0))
 
 
-def _resize_axis(x: jnp.ndarray, axis: int, out_size: int, align_corners: bool) -> jnp.ndarray:
+def _floor_and_fraction(src: np.ndarray, in_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch's `guard_index_and_lambda`: the sample at or left of `src` (at most the last one) and the fraction
+    past it, clamped to [0, 1]."""
+    lower = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    fraction = np.clip(src - lower.astype(src.dtype), 0, 1).astype(src.dtype)
+    return lower, fraction
+
+
+def _linear_taps(in_size: int, out_size: int, align_corners: bool, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Indices [2, out] and weights [2, out] of the two samples torch's bilinear kernel combines."""
+    lower, fraction = _floor_and_fraction(_source_index(in_size, out_size, align_corners, False, dtype), in_size)
+    indices = np.stack([lower, np.minimum(lower + 1, in_size - 1)])
+    return indices, np.stack([dtype(1) - fraction, fraction])
+
+
+def _cubic_taps(in_size: int, out_size: int, align_corners: bool, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Indices [4, out] and weights [4, out] of torch's bicubic kernel: samples lower-1 .. lower+2 clamped to
+    the image (border replication), weights of the cubic convolution with a = -0.75 at distances 1+t, t, 1-t,
+    2-t, each evaluated with torch's polynomial, in torch's order of operations."""
+    lower, t = _floor_and_fraction(_source_index(in_size, out_size, align_corners, True, dtype), in_size)
+    a = dtype(CUBIC_A)
+
+    # ((a+2)d - (a+3))d² + 1 for |d| <= 1 and ((ad - 5a)d + 8a)d - 4a for 1 < |d| < 2, with torch's contractions.
+    def near(d):
+        return _fma(a + dtype(2), d, -(a + dtype(3)), dtype) * d * d + dtype(1)
+
+    def far(d):
+        return _fma(_fma(a, d, -(dtype(5) * a), dtype), d, dtype(8) * a, dtype) * d - dtype(4) * a
+
+    one = dtype(1)
+    weights = np.stack([far(t + one), near(t), near(one - t), far((one - t) + one)])
+    indices = np.stack([np.clip(lower - 1 + k, 0, in_size - 1) for k in range(4)])
+    return indices, weights
+
+
+def _resize_axis(x, axis: int, out_size: int, align_corners: bool, taps) -> jnp.ndarray | np.ndarray:
     in_size = x.shape[axis]
-    if in_size == out_size:
+    if in_size == out_size:  # torch copies: every tap but one has weight exactly 0
         return x
-    lower, upper, weight = _linear_taps(in_size, out_size, align_corners)
+    xp = np if isinstance(x, np.ndarray) else jnp
+    dtype = np.float64 if x.dtype == np.float64 else np.float32  # torch's compute type for the coordinates
+    indices, weights = taps(in_size, out_size, align_corners, dtype)
     shape = [1] * x.ndim
     shape[axis] = out_size
-    weight = jnp.asarray(weight.reshape(shape), dtype=x.dtype)
-    x_lower = jnp.take(x, lower, axis=axis)
-    x_upper = jnp.take(x, upper, axis=axis)
-    return x_lower + weight * (x_upper - x_lower)
+    result = None
+    for index, weight in zip(indices, weights, strict=True):
+        term = xp.take(x, index, axis=axis) * xp.asarray(weight.reshape(shape), dtype=x.dtype)
+        result = term if result is None else result + term
+    return result
 
 
-def resize_bilinear(x: jnp.ndarray, size: tuple[int, int], align_corners: bool, axes: tuple[int, int] = (1, 2)):
+def _resize(x, size, align_corners, axes, taps):
+    height_axis, width_axis = axes
+    x = _resize_axis(x, width_axis, size[1], align_corners, taps)
+    return _resize_axis(x, height_axis, size[0], align_corners, taps)
+
+
+def resize_bilinear(x, size: tuple[int, int], align_corners: bool, axes: tuple[int, int] = (1, 2)):
     """Bilinear resize of the two `axes` of `x` (NHWC by default) to `size`, as torch's `interpolate`.
 
     Matches `interpolate(mode="bilinear", size=size, align_corners=...)`; with `align_corners=True` it also
     matches any `scale_factor`, since torch then ignores the factor and aligns the corner samples.
     """
-    height_axis, width_axis = axes
-    x = _resize_axis(x, height_axis, size[0], align_corners)
-    return _resize_axis(x, width_axis, size[1], align_corners)
+    return _resize(x, size, align_corners, axes, _linear_taps)
+
+
+def resize_bicubic(x, size: tuple[int, int], align_corners: bool = False, axes: tuple[int, int] = (1, 2)):
+    """Bicubic resize of the two `axes` of `x` (NHWC by default) to `size`, as torch's `interpolate`.
+
+    Matches `interpolate(mode="bicubic", size=size, align_corners=..., antialias=False)`: cubic convolution with
+    a = -0.75 over four samples per axis, indices past the border clamped to the edge sample. No clamping of the
+    values: like torch on float tensors, the result can overshoot the input's range near edges.
+    """
+    return _resize(x, size, align_corners, axes, _cubic_taps)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -22,9 +21,11 @@ import numpy as np
 from zoedepth_jax import checkpoint_map
 from zoedepth_jax.config import ZoeDepthConfig
 from zoedepth_jax.errors import CheckpointError
+from zoedepth_jax.files import write_atomically
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 
 CONFIG_NAME = "config.json"
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"  # optional: the image processor's settings
 FLAX_WEIGHTS_NAME = "flax_model.safetensors"
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
@@ -171,6 +172,7 @@ def _resolve_hub_id(repo_id: str, revision: str | None, cache_dir: str | None) -
             f"{CONFIG_NAME} of {repo_id!r} is neither in the hub cache nor downloadable "
             "(offline mode needs the model in the cache: run once online, or pass a local folder)"
         )
+    fetch(PREPROCESSOR_CONFIG_NAME)  # optional; lands beside config.json when the repository has it
     for name in WEIGHT_NAMES:
         path = fetch(name)
         if path is None:
@@ -214,20 +216,6 @@ def from_pretrained(
     return model, {"params": load_params(folder, config, model)}
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Writes through a temporary file in the same folder, then renames it over `path`."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(temp)
-        with open(temp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def save_pretrained(
     directory: str | os.PathLike, model: ZoeDepthForDepthEstimation, variables: Mapping, overwrite: bool = False
 ) -> Path:
@@ -247,6 +235,6 @@ def save_pretrained(
     checkpoint_map.check_flax_params(flat, _target_shapes(model), "variables")
     arrays = {name: np.ascontiguousarray(np.asarray(value, dtype=np.float32)) for name, value in flat.items()}
     metadata = {"format": "flax", "producer": "zoedepth-jax"}
-    _write_atomically(targets[1], lambda temp: save_file(arrays, temp, metadata=metadata))
-    _write_atomically(targets[0], lambda temp: Path(temp).write_text(model.config.to_json_string()))
+    write_atomically(targets[1], lambda temp: save_file(arrays, temp, metadata=metadata))
+    write_atomically(targets[0], lambda temp: Path(temp).write_text(model.config.to_json_string()))
     return directory

@@ -1,0 +1,181 @@
+"""`DepthEstimator`: images in, metric depth out, as transformers' depth-estimation pipeline returns it.
+
+    from zoedepth_jax import pipeline
+    estimator = pipeline("Intel/zoedepth-nyu-kitti")
+    result = estimator("photo.jpg")
+    result["predicted_depth"]   # float32 numpy [H, W], meters, at the photo's size
+    result["depth"]             # PIL greyscale image of the same depth, for viewing
+
+Shape buckets (why a folder of mixed sizes compiles a handful of times, not once per image): the processor
+maps every image to a shape whose sides are multiples of 32 (one side near 384 or 512), so images of the same
+aspect ratio share a shape whatever their resolution. Images are grouped by that processed shape and run in
+batches; a batch is padded (with copies of its first image) up to the next power of two, capped at
+`batch_size`. The model therefore compiles at most once per (processed shape, power-of-two batch size), and
+padding never changes a result: with `routing="per_image"` each image's depth depends only on itself. With
+`routing="batch"` (transformers' rule: one head chosen for the whole batch) padding would take part in that
+choice, so those batches run unpadded, one compile per distinct batch size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput
+from zoedepth_jax.processing import ZoeDepthImageProcessor, load_image
+from zoedepth_jax.weights import PREPROCESSOR_CONFIG_NAME, from_pretrained, resolve
+
+DEFAULT_MODEL = "Intel/zoedepth-nyu-kitti"
+
+
+def depth_preview(depth: np.ndarray) -> Image.Image:
+    """transformers' `depth` image: the depth map scaled to 0..255 between its min and max, mode "L"."""
+    depth = np.asarray(depth, dtype=np.float32)
+    span = depth.max() - depth.min()
+    scaled = (depth - depth.min()) / span if span > 0 else np.zeros_like(depth)
+    return Image.fromarray((scaled * 255).astype(np.uint8))
+
+
+class PreparedImage(NamedTuple):
+    """An image ready for the model: `pixel_values [1, H, W, 3]` and its source `(height, width)`."""
+
+    pixel_values: np.ndarray
+    source_size: tuple[int, int]
+
+
+def _padded_batch_size(count: int, batch_size: int) -> int:
+    """The smallest power of two >= count, capped at batch_size (so few distinct batch shapes compile)."""
+    return min(batch_size, 1 << max(0, count - 1).bit_length())
+
+
+class DepthEstimator:
+    """Metric depth for images, with the processor, flip test-time augmentation and post-processing built in.
+
+    Args:
+        model: a hub id or checkpoint folder (anything `from_pretrained` reads), or a
+            `ZoeDepthForDepthEstimation` together with `variables`.
+        variables: the parameters, when `model` is a module.
+        processor: the image processor; by default the checkpoint's `preprocessor_config.json` when it has one,
+            else the released Intel settings.
+        flip: also run the horizontally flipped image and average the two (the original `infer_pil` does).
+        batch_size: images per model call (see the module docstring for how batches are padded).
+        dtype: compute dtype of the backbone and neck (`jnp.float32`, the default, or `jnp.bfloat16`); weights
+            stay fp32. For a module passed in, None keeps the module's own.
+        routing: "per_image" (the default) or "batch", for models with several heads (nyu-kitti). For a module
+            passed in, None keeps the module's own.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | ZoeDepthForDepthEstimation = DEFAULT_MODEL,
+        variables: dict | None = None,
+        *,
+        processor: ZoeDepthImageProcessor | None = None,
+        flip: bool = True,
+        batch_size: int = 1,
+        dtype=None,
+        routing: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if isinstance(model, ZoeDepthForDepthEstimation):
+            if variables is None:
+                raise ValueError("a ZoeDepthForDepthEstimation module needs its `variables`")
+            overrides = {"dtype": dtype, "routing": routing}
+            self.model = model.clone(**{name: value for name, value in overrides.items() if value is not None})
+            self.variables = variables
+        else:
+            if variables is not None:
+                raise ValueError("`variables` is only for a module; a checkpoint path or hub id brings its own")
+            folder = resolve(model, revision, cache_dir)
+            self.model, self.variables = from_pretrained(
+                folder, dtype=dtype or jnp.float32, routing=routing or "per_image"
+            )
+            if processor is None and (folder / PREPROCESSOR_CONFIG_NAME).is_file():
+                processor = ZoeDepthImageProcessor.from_json_file(folder / PREPROCESSOR_CONFIG_NAME)
+        self.processor = processor if processor is not None else ZoeDepthImageProcessor()
+        self.flip = flip
+        self.batch_size = batch_size
+        self.compile_count = 0  # how many times the model has been traced (one per new input shape)
+        self._forward = jax.jit(self._traced_forward)
+
+    def _traced_forward(self, variables, pixel_values) -> ZoeDepthOutput:
+        self.compile_count += 1  # runs only while jax traces, i.e. once per compiled shape
+        return self.model.apply(variables, pixel_values)
+
+    def __call__(self, images, progress=None) -> dict | list[dict]:
+        """Depth for one image (returns a dict) or a list of images (returns a list of dicts, in order).
+
+        An image is a PIL image, a numpy HWC array or a file path. Each result has `predicted_depth` (float32
+        numpy [H, W], meters, at the image's own size) and `depth` (a PIL greyscale image for viewing).
+        `progress`, if given, is called with the number of images just finished.
+        """
+        single = not isinstance(images, (list, tuple))
+        results = self.predict([images] if single else list(images), progress)
+        return results[0] if single else results
+
+    def predict(self, images: Sequence, progress=None) -> list[dict]:
+        """The list form of `__call__`. Every image is loaded and processed first: one that cannot be (an
+        unreadable file, an unsupported mode, too small to pad) raises `ImageError` naming it, before any model
+        call."""
+        prepared = [self.prepare(image, name=_describe(image, k)) for k, image in enumerate(images)]
+        depths = self.predict_prepared(prepared, progress)
+        return [{"predicted_depth": depth, "depth": depth_preview(depth)} for depth in depths]
+
+    def prepare(self, image, name: str | None = None) -> PreparedImage:
+        """Loads and processes one image (raises `ImageError` naming `name` if it cannot)."""
+        array = load_image(image, name=name)
+        pixel_values = self.processor(array)["pixel_values"]  # [1, H, W, 3]
+        return PreparedImage(pixel_values, array.shape[:2])
+
+    def predict_prepared(self, prepared: Sequence[PreparedImage], progress=None) -> list[np.ndarray]:
+        """Depth maps (float32 meters, source size) for prepared images, in order, batched by processed shape."""
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for k, item in enumerate(prepared):
+            groups[item.pixel_values.shape].append(k)
+        depths: list[np.ndarray | None] = [None] * len(prepared)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start : start + self.batch_size]
+                for k, depth in zip(batch, self._predict_batch([prepared[k] for k in batch]), strict=True):
+                    depths[k] = depth
+                if progress is not None:
+                    progress(len(batch))
+        return depths
+
+    def _predict_batch(self, batch: list[PreparedImage]) -> list[np.ndarray]:
+        """Runs images of one processed shape; returns their depth maps in meters at their source sizes."""
+        pixel_values = np.concatenate([item.pixel_values for item in batch])
+        count = len(batch)
+        if self.model.routing == "per_image":
+            padded = _padded_batch_size(count, self.batch_size)
+            pixel_values = np.concatenate([pixel_values, np.repeat(pixel_values[:1], padded - count, axis=0)])
+        outputs = self._run(pixel_values, count)
+        flipped = self._run(pixel_values[:, :, ::-1], count) if self.flip else None
+        processed = self.processor.post_process_depth_estimation(
+            outputs, source_sizes=[item.source_size for item in batch], outputs_flipped=flipped
+        )
+        return [np.asarray(item["predicted_depth"], dtype=np.float32) for item in processed]
+
+    def _run(self, pixel_values: np.ndarray, count: int) -> ZoeDepthOutput:
+        output = self._forward(self.variables, jnp.asarray(np.ascontiguousarray(pixel_values)))
+        logits = None if output.domain_logits is None else np.asarray(output.domain_logits[:count])
+        return ZoeDepthOutput(np.asarray(output.predicted_depth[:count]), logits)
+
+
+def _describe(image, index: int) -> str:
+    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image #{index}"
+
+
+def pipeline(model: str | os.PathLike = DEFAULT_MODEL, **options) -> DepthEstimator:
+    """`DepthEstimator(model, **options)`: the transformers-style entry point, e.g. `pipeline("Intel/zoedepth-nyu")`."""
+    return DepthEstimator(model, **options)
