@@ -250,3 +250,184 @@ def hf_depth_pipeline(model: HFZoeDepth, image: np.ndarray, flip: bool) -> np.nd
     outputs = model(pixel_values=pixel_values)
     flipped = model(pixel_values=torch.flip(pixel_values, dims=[3])) if flip else None
     return hf_post_process(processor, outputs, source_sizes=[image.shape[:2]], outputs_flipped=flipped)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Original isl-org checkpoints (tests/test_original_checkpoints.py)
+#
+# `original_state_dict` is the documented transformers -> original name map, written out independently of
+# zoedepth_jax.original_checkpoint (which maps the other way): the inverse of the renames in transformers'
+# convert_zoedepth_to_hf.py, with the original module tree as the arbiter (tests/data/original_layouts.json).
+#
+#   B = core.core.pretrained.model, P = core.core.pretrained, S = core.core.scratch
+#   transformers (as saved)                                  original (ZoeD_M12_*.pt, under "model")
+#   backbone.embeddings.cls_token                            B.cls_token
+#   backbone.embeddings.patch_embeddings.projection.*        B.patch_embed.proj.*
+#   backbone.encoder.layer.i.layernorm_before/_after.*       B.blocks.i.norm1.* / norm2.*
+#   backbone.encoder.layer.i.lambda_1 / lambda_2             B.blocks.i.gamma_1 / gamma_2
+#   ...layer.i.attention.attention.{query,key,value}.weight  B.blocks.i.attn.qkv.weight (stacked in that order)
+#   ...layer.i.attention.attention.query.bias / value.bias   B.blocks.i.attn.q_bias / v_bias (no key bias)
+#   ...relative_position_bias.relative_position_bias_table   B.blocks.i.attn.relative_position_bias_table
+#   backbone.encoder.layer.i.attention.output.dense.*        B.blocks.i.attn.proj.*
+#   ...layer.i.intermediate.dense.* / output.dense.*         B.blocks.i.mlp.fc1.* / mlp.fc2.*
+#   neck.reassemble_stage.readout_projects.k.0.*             P.act_postprocess{k+1}.0.project.0.*
+#   neck.reassemble_stage.layers.k.projection.* / resize.*   P.act_postprocess{k+1}.3.* / .4.*
+#   neck.convs.k.weight                                      S.layer{k+1}_rn.weight
+#   neck.fusion_stage.layers.k.projection.*                  S.refinenet{4-k}.out_conv.*
+#   ...fusion_stage.layers.k.residual_layer{u}.convolution{c}.*  S.refinenet{4-k}.resConfUnit{u}.conv{c}.*
+#   relative_head.conv1 / conv2 / conv3.*                    S.output_conv.0 / 2 / 4.*
+#   metric_head.conv2.*                                      conv2.*
+#   metric_head.M.conv1 / conv2.*, M one of seed_bin_regressor, seed_bin_regressors.d, seed_projector,
+#     projectors.i, attractors.i, attractors.d.i             M._net.0 / _net.2.*
+#   metric_head.conditional_log_binomial[.d].mlp.*           conditional_log_binomial[.d].mlp.*
+#   metric_head.patch_transformer.embedding_convPxP.*        patch_transformer.embedding_convPxP.*
+#   ...transformer_encoder.i.self_attn.{query,key,value}.*   patch_transformer.transformer_encoder.layers.i.
+#                                                              self_attn.in_proj_weight / in_proj_bias (stacked)
+#   metric_head.patch_transformer.transformer_encoder.i.*    patch_transformer.transformer_encoder.layers.i.*
+#   metric_head.mlp_classifier.linear1 / linear2.*           mlp_classifier.0 / 2.*
+#
+# plus what the original files hold and transformers' conversion drops: each BEiT block's
+# attn.relative_position_index buffer, timm's unused classifier (fc_norm, head: 1000 ImageNet classes), and the
+# log-binomial buffers k_idx / K_minus_1.
+# ---------------------------------------------------------------------------------------------------------------
+
+_HF_TO_ORIGINAL = [  # (pattern, replacement), applied in order to each name
+    (r"^backbone\.embeddings\.cls_token$", "core.core.pretrained.model.cls_token"),
+    (r"^backbone\.embeddings\.patch_embeddings\.projection\.", "core.core.pretrained.model.patch_embed.proj."),
+    (r"^backbone\.encoder\.layer\.(\d+)\.", r"core.core.pretrained.model.blocks.\1."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.lambda_([12])$", r".gamma_\1"),
+    (r"\.attention\.attention\.query\.bias$", ".attn.q_bias"),
+    (r"\.attention\.attention\.value\.bias$", ".attn.v_bias"),
+    (r"\.attention\.attention\.relative_position_bias\.", ".attn."),
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"(blocks\.\d+)\.output\.dense\.", r"\1.mlp.fc2."),
+    (
+        r"^neck\.reassemble_stage\.readout_projects\.(\d)\.0\.",
+        lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.0.project.0.",
+    ),
+    (
+        r"^neck\.reassemble_stage\.layers\.(\d)\.projection\.",
+        lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.3.",
+    ),
+    (
+        r"^neck\.reassemble_stage\.layers\.(\d)\.resize\.",
+        lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.4.",
+    ),
+    (r"^neck\.convs\.(\d)\.weight$", lambda m: f"core.core.scratch.layer{int(m[1]) + 1}_rn.weight"),
+    (r"^neck\.fusion_stage\.layers\.(\d)\.", lambda m: f"core.core.scratch.refinenet{4 - int(m[1])}."),
+    (r"(refinenet\d)\.projection\.", r"\1.out_conv."),
+    (r"\.residual_layer([12])\.convolution([12])\.", r".resConfUnit\1.conv\2."),
+    (r"^relative_head\.conv([123])\.", lambda m: f"core.core.scratch.output_conv.{2 * int(m[1]) - 2}."),
+    (r"^metric_head\.mlp_classifier\.linear([12])\.", lambda m: f"mlp_classifier.{2 * int(m[1]) - 2}."),
+    (
+        r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.",
+        r"patch_transformer.transformer_encoder.layers.\1.",
+    ),
+    (r"^metric_head\.", ""),
+    (
+        r"^((?:seed_bin_regressors?|seed_projector|projectors|attractors)(?:\.\w+)*)\.conv([12])\.",
+        lambda m: f"{m[1]}._net.{2 * int(m[2]) - 2}.",
+    ),
+]
+
+
+def _relative_position_index(window: int) -> np.ndarray:
+    """timm BEiT's buffer for a square patch grid: the table row of each (query, key) pair, CLS rows last."""
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
+    relative = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window - 1)
+    distances = (2 * window - 1) ** 2 + 3
+    index = np.zeros((window * window + 1,) * 2, dtype=np.int64)
+    index[1:, 1:] = relative[..., 0] * (2 * window - 1) + relative[..., 1]
+    index[0, :], index[:, 0], index[0, 0] = distances - 3, distances - 2, distances - 1
+    return index
+
+
+def original_state_dict(hf_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A transformers state dict (the names of a saved model.safetensors) in the original isl-org layout, with the
+    keys only the original files hold (see the map above)."""
+    import re
+
+    renamed: dict[str, np.ndarray] = {}
+    fused: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in hf_state.items():
+        qkv = re.match(r"^backbone\.encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.weight$", name)
+        router = re.match(
+            r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.self_attn\.(query|key|value)\.(weight|bias)$",
+            name,
+        )
+        if qkv:
+            fused.setdefault(f"core.core.pretrained.model.blocks.{qkv[1]}.attn.qkv.weight", {})[qkv[2]] = value
+            continue
+        if router:
+            target = f"patch_transformer.transformer_encoder.layers.{router[1]}.self_attn.in_proj_{router[3]}"
+            fused.setdefault(target, {})[router[2]] = value
+            continue
+        for pattern, replacement in _HF_TO_ORIGINAL:
+            name = re.sub(pattern, replacement, name)
+        renamed[name] = value
+    for target, parts in fused.items():
+        renamed[target] = np.concatenate([parts["query"], parts["key"], parts["value"]], axis=0)
+    blocks = sorted(
+        {int(m[1]) for k in renamed if (m := re.match(r"core\.core\.pretrained\.model\.blocks\.(\d+)\.", k))}
+    )
+    hidden = renamed["core.core.pretrained.model.cls_token"].shape[-1]
+    for i in blocks:
+        rows = renamed[f"core.core.pretrained.model.blocks.{i}.attn.relative_position_bias_table"].shape[0]
+        window = (math.isqrt(rows - 3) + 1) // 2
+        renamed[f"core.core.pretrained.model.blocks.{i}.attn.relative_position_index"] = _relative_position_index(
+            window
+        )
+    rng = np.random.default_rng(0)
+    renamed["core.core.pretrained.model.fc_norm.weight"] = np.ones(hidden, np.float32)
+    renamed["core.core.pretrained.model.fc_norm.bias"] = np.zeros(hidden, np.float32)
+    renamed["core.core.pretrained.model.head.weight"] = rng.normal(0, 0.02, (1000, hidden)).astype(np.float32)
+    renamed["core.core.pretrained.model.head.bias"] = np.zeros(1000, np.float32)
+    for name in [k for k in renamed if k.endswith(".mlp.2.weight") and k.startswith("conditional_log_binomial")]:
+        prefix = name.removesuffix(".mlp.2.weight")
+        seed = (
+            "seed_bin_regressor._net.2.weight"
+            if prefix.count(".") == 0
+            else f"seed_bin_regressors.{prefix.split('.')[1]}._net.2.weight"
+        )
+        n_bins = renamed[seed].shape[0]
+        renamed[f"{prefix}.log_binomial_transform.k_idx"] = np.arange(n_bins, dtype=np.int64).reshape(1, -1, 1, 1)
+        renamed[f"{prefix}.log_binomial_transform.K_minus_1"] = np.full((1, 1, 1, 1), n_bins - 1, np.float32)
+    return renamed
+
+
+ORIGINAL_VARIANTS = {"N": "nyu", "K": "kitti", "NK": "nyu-kitti"}
+
+
+def build_original(
+    variant: str, path: Path, seed: int = 0, kitti_max_depth: float = 10.0, logit_offset: float = 0.0
+) -> HFZoeDepth:
+    """A re-drawn tiny transformers model as the released ZoeD_M12_{variant}.pt would hold it; returns the model.
+
+    The model runs with LayerNorm eps 1e-6 (timm's, what the original files run with), and ZoeD_M12_K with the
+    released depth range 1e-3..`kitti_max_depth` (10 m: the quirk). The file is `{"model": ..., "optimizer": None,
+    "epoch": ...}`, as the original trainer's save_checkpoint writes it. `logit_offset` steers the NK router.
+    """
+    import tempfile
+
+    from safetensors.numpy import load_file
+
+    config = hf_config(ORIGINAL_VARIANTS[variant])
+    config.backbone_config.layer_norm_eps = 1e-6
+    if variant == "K":
+        config.bin_configurations = [{"name": "kitti", "n_bins": 64, "min_depth": 1e-3, "max_depth": kitti_max_depth}]
+    torch.manual_seed(seed)
+    model = HFZoeDepth(config).eval()
+    redraw(model, seed)
+    if logit_offset:
+        steer_router(model, logit_offset)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)  # the serialized (hub) names, which the map above is written for
+        hf_state = load_file(Path(folder) / "model.safetensors")
+    state = {
+        name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in original_state_dict(hf_state).items()
+    }
+    torch.save({"model": state, "optimizer": None, "epoch": 5}, path)
+    return model

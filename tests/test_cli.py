@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from zoedepth_jax import ZoeDepthConfig, ZoeDepthForDepthEstimation, ZoeDepthImageProcessor, imaging
-from zoedepth_jax.cli import _depth_summary, main
+from zoedepth_jax.cli import main
 from zoedepth_jax.config import BeitConfig
+from zoedepth_jax.folder_inference import depth_summary
 from zoedepth_jax.weights import save_pretrained
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "example.jpg"
@@ -164,11 +165,11 @@ def test_predict_bad_model_is_an_error_not_a_traceback(tmp_path, capsys):
     assert "error: " in err and "Traceback" not in err
 
 
-def test_depth_summary():
-    assert _depth_summary(np.array([1.0, 2.0, 4.0, np.nan], np.float32)) == (
+def testdepth_summary():
+    assert depth_summary(np.array([1.0, 2.0, 4.0, np.nan], np.float32)) == (
         "depth min 1.000 m  median 2.000 m  max 4.000 m"
     )
-    assert _depth_summary(np.full((2, 2), np.nan, np.float32)) == "depth: no finite values"
+    assert depth_summary(np.full((2, 2), np.nan, np.float32)) == "depth: no finite values"
 
 
 def test_help_explains_outputs_and_commands(capsys):

@@ -96,7 +96,7 @@ def _unflatten(flat: Mapping[tuple[str, ...], object]) -> dict:
     return tree
 
 
-def _problems_message(source: str, problems: dict[str, list[str]]) -> str:
+def problems_message(source: str, problems: dict[str, list[str]]) -> str:
     lines = [f"{source} does not match the model:"]
     for title, names in problems.items():
         if names:
@@ -146,7 +146,7 @@ def convert_hf_state_dict(
             filled[path] = value
     problems["missing parameters"] = sorted(set(targets) - {"/".join(p) for p in filled})
     if any(problems.values()):
-        raise CheckpointError(_problems_message(source, problems))
+        raise CheckpointError(problems_message(source, problems))
     return _unflatten(filled)
 
 
@@ -172,4 +172,4 @@ def check_flax_params(flat: Mapping[str, np.ndarray], target_shapes: Mapping, so
         "missing parameters": sorted(set(targets) - set(flat)),
     }
     if any(problems.values()):
-        raise CheckpointError(_problems_message(source, problems))
+        raise CheckpointError(problems_message(source, problems))

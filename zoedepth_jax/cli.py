@@ -12,7 +12,6 @@ import argparse
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,6 @@ DEFAULT_MODEL = "Intel/zoedepth-nyu-kitti"
 DEFAULT_OUT = "depth_out"
 DTYPES = ("float32", "bfloat16")
 ROUTINGS = ("per_image", "batch")
-# Files a folder is searched for (case-insensitive); a file named on the command line is tried whatever its name.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
-# Images loaded and processed at a time: enough for several full batches per processed shape.
-CHUNK_BATCHES = 4
 
 _DESCRIPTION = """\
 ZoeDepth metric monocular depth in JAX: estimates, for every pixel of a photo, its distance from the camera
@@ -34,6 +29,7 @@ in meters.
 
   zoedepth-jax predict photo.jpg --out depth_out        depth maps for images and folders
   zoedepth-jax convert Intel/zoedepth-nyu ./nyu-flax   a checkpoint as a folder that loads without torch
+  zoedepth-jax export model.jaxexport                   the forward pass as a serialized StableHLO artifact
 
 Run `zoedepth-jax COMMAND --help` for the options of each command."""
 
@@ -55,10 +51,18 @@ redoes them). An image that cannot be read is reported and skipped; the others g
 Works offline with a local checkpoint folder: --model ./zoedepth-nyu-kitti (see `zoedepth-jax convert`)."""
 
 _CONVERT_DESCRIPTION = """\
-Reads a checkpoint (a Hugging Face hub id such as Intel/zoedepth-nyu-kitti, or a local folder holding
-config.json and model.safetensors / pytorch_model.bin / flax_model.safetensors) and writes it to OUT as
+Reads a checkpoint (a Hugging Face hub id such as Intel/zoedepth-nyu-kitti, a local folder holding
+config.json and model.safetensors / pytorch_model.bin / flax_model.safetensors, or an original isl-org
+ZoeD_M12_N/K/NK.pt file, which needs torch and is read safely) and writes it to OUT as
 config.json + flax_model.safetensors (+ preprocessor_config.json when the source has one), a folder that
 `predict --model OUT` and `from_pretrained(OUT)` load quickly and without torch."""
+
+
+_EXPORT_DESCRIPTION = """\
+Writes the model's forward pass for pixel_values [B, HEIGHT, WIDTH, 3] as a jax.export artifact (StableHLO),
+which `zoedepth_jax.export.load_exported(OUT)` (or jax.export.deserialize) runs without this package's model
+code. The weights are an input of the artifact, not part of it: load them with from_pretrained. Outputs are
+(predicted_depth [B, H, W], domain_logits [B, 2], or [B, 0] for single-head models)."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -83,7 +87,13 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"folder for the outputs (default: {DEFAULT_OUT})"
     )
-    predict.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per model call (default 1)")
+    predict.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images per model call (default: 1 per device, so one on a single CPU or GPU)",
+    )
     predict.add_argument(
         "--flip",
         action=argparse.BooleanOptionalAction,
@@ -108,6 +118,16 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-color", action="store_true", help="do not write the colour preview")
     predict.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = predict.add_argument_group(
+        "multi-host (TPU pods, multi-node GPU)",
+        "With --distributed, every process runs the same command; each takes every N-th image and writes its own "
+        "outputs, and the first prints the totals. Without the three options jax finds them in the cluster's "
+        "environment (TPU, SLURM, Open MPI, ...).",
+    )
+    cluster.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize first")
+    cluster.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
+    cluster.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    cluster.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
     predict.set_defaults(func=_predict)
 
     convert = commands.add_parser(
@@ -116,153 +136,98 @@ def _build_parser() -> argparse.ArgumentParser:
         description=_CONVERT_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    convert.add_argument("src", metavar="SRC", help="hub id (e.g. Intel/zoedepth-nyu-kitti) or local checkpoint folder")
+    convert.add_argument(
+        "src", metavar="SRC", help="hub id (e.g. Intel/zoedepth-nyu-kitti), local checkpoint folder or ZoeD_M12_*.pt"
+    )
+    convert.add_argument(
+        "--variant", choices=["N", "K", "NK"], help="for a .pt file: its variant (default: detected from its keys)"
+    )
+    convert.add_argument(
+        "--kitti-max-depth-80",
+        action="store_true",
+        help="for ZoeD_M12_K / zoedepth-kitti: bins over 1e-3..80 m instead of the released 10 m",
+    )
     convert.add_argument("out", metavar="OUT", help="folder to write config.json and flax_model.safetensors into")
     convert.add_argument("--overwrite", action="store_true", help="replace the files if OUT already holds them")
     convert.set_defaults(func=_convert)
+
+    export = commands.add_parser(
+        "export",
+        help="write the model as a serialized StableHLO artifact (jax.export) for one input size",
+        description=_EXPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("out", metavar="OUT", help="file to write, e.g. zoedepth-384x512.jaxexport")
+    export.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR", help="hub id or local folder")
+    export.add_argument("--height", type=int, default=384, help="input height in pixels (multiple of 16)")
+    export.add_argument("--width", type=int, default=512, help="input width in pixels (multiple of 16)")
+    export.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="fixed batch size (default: symbolic, any batch)"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    export.set_defaults(func=_export)
     return parser
 
 
-@dataclass(frozen=True)
-class Job:
-    """One image to do: where it is read from and the stem its outputs are written under (`<stem>.png`, ...)."""
-
-    source: Path
-    stem: Path
-
-    def outputs(self, npy: bool, color: bool) -> list[Path]:
-        paths = [self.stem.with_name(self.stem.name + ".png")]
-        if color:
-            paths.append(self.stem.with_name(self.stem.name + "_color.png"))
-        if npy:
-            paths.append(self.stem.with_name(self.stem.name + ".npy"))
-        return paths
-
-
-def collect_jobs(inputs: list[str], out_dir: Path) -> tuple[list[Job], list[str]]:
-    """Expands files and folders into jobs; returns them and the inputs that do not exist.
-
-    A folder is searched recursively for IMAGE_SUFFIXES, skipping anything inside `out_dir`, and its images keep
-    their relative sub-folder under `out_dir`. Two inputs that would write the same outputs are an error.
-    """
-    jobs, missing = [], []
-    out_resolved = out_dir.resolve()
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-                if out_resolved in file.resolve().parents:
-                    continue  # our own outputs, from an earlier run with --out inside the input folder
-                relative = file.relative_to(path)
-                jobs.append(Job(file, out_dir / relative.parent / f"{relative.stem}_depth"))
-        elif path.is_file():
-            jobs.append(Job(path, out_dir / f"{path.stem}_depth"))
-        else:
-            missing.append(name)
-    by_stem: dict[Path, list[Path]] = {}
-    for job in jobs:
-        by_stem.setdefault(job.stem, []).append(job.source)
-    clashes = {stem: sources for stem, sources in by_stem.items() if len(sources) > 1}
-    if clashes:
-        listed = "; ".join(f"{', '.join(map(str, s))} -> {stem}.png" for stem, s in clashes.items())
-        raise ZoeDepthError(f"inputs would overwrite each other's outputs: {listed} (rename, or run them separately)")
-    return jobs, missing
-
-
-def _write_outputs(job: Job, depth: np.ndarray, npy: bool, color: bool) -> None:
-    from zoedepth_jax import imaging
-    from zoedepth_jax.files import write_atomically
-
-    def save_npy(temp: str) -> None:
-        with open(temp, "wb") as f:
-            np.save(f, depth)
-
-    job.stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = job.outputs(npy, color)
-    # The 16-bit PNG is written last: its presence marks the image as done for a resumed run.
-    if color:
-        preview = imaging.colorize(depth)
-        write_atomically(paths[1], lambda temp: preview.save(temp, format="PNG"))
-    if npy:
-        write_atomically(paths[-1], save_npy)
-    png16 = imaging.depth_to_png16(depth)
-    write_atomically(paths[0], lambda temp: png16.save(temp, format="PNG"))
-
-
-def _depth_summary(depth: np.ndarray) -> str:
-    finite = depth[np.isfinite(depth)]
-    if finite.size == 0:
-        return "depth: no finite values"
-    return f"depth min {finite.min():.3f} m  median {np.median(finite):.3f} m  max {finite.max():.3f} m"
-
-
 def _predict(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ZoeDepthError(f"--batch-size must be at least 1, got {args.batch_size}")
-    out_dir = Path(args.out)
-    jobs, missing = collect_jobs(args.inputs, out_dir)
-    for name in missing:
-        print(f"error: {name}: no such file or folder (skipped)", file=sys.stderr)
-    todo = [
-        job for job in jobs if args.overwrite or not all(p.exists() for p in job.outputs(args.npy, not args.no_color))
-    ]
-    skipped = len(jobs) - len(todo)
-    if skipped:
-        print(f"{skipped} image(s) already done in {out_dir}, skipped (--overwrite redoes them)", file=sys.stderr)
-    failed = len(missing)
-    if todo:
-        failed += _run_jobs(todo, args)
-    if not jobs and not missing:
-        print("no images found in the given folders", file=sys.stderr)
-    done = len(todo) - (failed - len(missing))
-    print(f"{done} done, {skipped} skipped, {failed} failed; outputs in {out_dir}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _run_jobs(jobs: list[Job], args: argparse.Namespace) -> int:
-    """Runs the model over `jobs`, writing outputs as it goes; returns how many failed."""
+    import jax
     import jax.numpy as jnp
-    from tqdm import tqdm
 
+    from zoedepth_jax import folder_inference
     from zoedepth_jax.pipeline import DepthEstimator
 
-    estimator = DepthEstimator(
-        args.model,
-        flip=args.flip,
-        batch_size=args.batch_size,
-        dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype],
-        routing=args.routing,
-    )
-    failed = 0
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ZoeDepthError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.distributed:
+        _initialize_distributed(args)
+    first_process = jax.process_index() == 0
+    out_dir = Path(args.out)
+    jobs, missing = folder_inference.collect_jobs(args.inputs, out_dir)
+    if first_process:  # every process sees the same inputs: report (and count) the missing ones once
+        for name in missing:
+            print(f"error: {name}: no such file or folder (skipped)", file=sys.stderr)
+    jobs = folder_inference.shard_for_process(jobs, jax.process_index(), jax.process_count())
     color = not args.no_color
-    chunk_size = args.batch_size * CHUNK_BATCHES
-    with tqdm(total=len(jobs), unit="image", disable=args.no_progress, file=sys.stderr) as bar:
-        for start in range(0, len(jobs), chunk_size):
-            ready, prepared = [], []
-            for job in jobs[start : start + chunk_size]:
-                try:
-                    prepared.append(estimator.prepare(job.source, name=str(job.source)))
-                    ready.append(job)
-                except ZoeDepthError as e:
-                    failed += 1
-                    bar.write(f"error: {e} (skipped)", file=sys.stderr)
-                    bar.update(1)
-            for job, depth in zip(ready, estimator.predict_prepared(prepared, progress=bar.update), strict=True):
-                try:
-                    _write_outputs(job, depth, args.npy, color)
-                except OSError as e:
-                    failed += 1
-                    bar.write(f"error: {job.source}: cannot write outputs: {e}", file=sys.stderr)
-                    continue
-                bar.write(f"{job.source}: {depth.shape[1]}x{depth.shape[0]}  {_depth_summary(depth)}")
-                bad = int(depth.size - np.count_nonzero(np.isfinite(depth)))
-                if bad:
-                    bar.write(
-                        f"warning: {job.source}: {bad} of {depth.size} depths are not finite; they are stored "
-                        "as 0 in the 16-bit PNG and drawn as far in the colour image",
-                        file=sys.stderr,
-                    )
-    return failed
+    todo = [job for job in jobs if args.overwrite or not all(p.exists() for p in job.outputs(args.npy, color))]
+    summary = folder_inference.Summary(skipped=len(jobs) - len(todo), failed=len(missing) if first_process else 0)
+    if summary.skipped:
+        message = f"{summary.skipped} image(s) already done in {out_dir}, skipped (--overwrite redoes them)"
+        print(message, file=sys.stderr)
+    if todo:
+        estimator = DepthEstimator(
+            args.model,
+            flip=args.flip,
+            batch_size=args.batch_size,
+            dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype],
+            routing=args.routing,
+        )
+        ran = folder_inference.run_jobs(todo, estimator, args.npy, color, progress=not args.no_progress)
+        summary.done, summary.failed = ran.done, summary.failed + ran.failed
+    total = folder_inference.total_over_processes(summary)
+    if first_process:
+        if not jobs and not missing and jax.process_count() == 1:
+            print("no images found in the given folders", file=sys.stderr)
+        processes = f" by {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        print(
+            f"{total.done} done, {total.skipped} skipped, {total.failed} failed{processes}; outputs in {out_dir}",
+            file=sys.stderr,
+        )
+    return 1 if total.failed else 0
+
+
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """`jax.distributed.initialize`, from the options given or, without them, from the cluster's environment."""
+    import jax
+
+    options = {
+        "coordinator_address": args.coordinator,
+        "num_processes": args.num_processes,
+        "process_id": args.process_id,
+    }
+    try:
+        jax.distributed.initialize(**{name: value for name, value in options.items() if value is not None})
+    except Exception as e:  # jax raises ValueError/RuntimeError depending on what is missing
+        raise ZoeDepthError(f"--distributed: jax.distributed.initialize failed: {e}") from None
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -289,7 +254,8 @@ def _convert(args: argparse.Namespace) -> int:
     print(f"[1/3] finding {args.src}", file=sys.stderr)
     folder = resolve(args.src)
     print(f"[2/3] reading and converting the weights in {folder}", file=sys.stderr)
-    model, variables = from_pretrained(folder)
+    options = {"variant": args.variant} if args.variant else {}  # a folder refuses a variant
+    model, variables = from_pretrained(folder, kitti_max_depth_80=args.kitti_max_depth_80, **options)
     processor_config = folder / PREPROCESSOR_CONFIG_NAME
     if processor_config.is_file():
         ZoeDepthImageProcessor.from_json_file(processor_config)  # refuse to pass on settings we cannot run
@@ -309,6 +275,21 @@ def _convert(args: argparse.Namespace) -> int:
     print(f"  parameters:    {num_params:,}")
     print(f"  bytes written: {written:,} ({written / 2**20:.1f} MiB)")
     print(f"  seconds:       {seconds:.1f}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from zoedepth_jax.export import export_model, save_exported
+    from zoedepth_jax.weights import from_pretrained
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ZoeDepthError(f"not overwriting {out} (pass --overwrite)")
+    model, variables = from_pretrained(args.model)
+    exported = export_model(model, variables, args.height, args.width, args.batch_size)
+    save_exported(out, exported, overwrite=args.overwrite)
+    batch = "any batch size" if args.batch_size is None else f"batch {args.batch_size}"
+    print(f"exported {args.model} for {args.height}x{args.width}, {batch} -> {out} ({out.stat().st_size:,} bytes)")
     return 0
 
 

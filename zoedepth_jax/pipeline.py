@@ -14,6 +14,12 @@ batches; a batch is padded (with copies of its first image) up to the next power
 padding never changes a result: with `routing="per_image"` each image's depth depends only on itself. With
 `routing="batch"` (transformers' rule: one head chosen for the whole batch) padding would take part in that
 choice, so those batches run unpadded, one compile per distinct batch size.
+
+Several devices (data parallel): the estimator uses every local device by default. Parameters are replicated,
+each batch is split over the devices along its first axis, and batches are padded (as above) up to a multiple
+of the device count, the padding dropped from the results. The default batch size is one image per device.
+With `routing="batch"`, a batch that does not divide the device count runs replicated (every device computes
+all of it) rather than padded.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput
@@ -50,9 +57,11 @@ class PreparedImage(NamedTuple):
     source_size: tuple[int, int]
 
 
-def _padded_batch_size(count: int, batch_size: int) -> int:
-    """The smallest power of two >= count, capped at batch_size (so few distinct batch shapes compile)."""
-    return min(batch_size, 1 << max(0, count - 1).bit_length())
+def _padded_batch_size(count: int, batch_size: int, num_devices: int) -> int:
+    """The smallest power of two >= count, capped at batch_size (so few distinct batch shapes compile), then
+    rounded up to a multiple of the device count."""
+    padded = min(batch_size, 1 << max(0, count - 1).bit_length())
+    return -(-padded // num_devices) * num_devices
 
 
 class DepthEstimator:
@@ -65,11 +74,12 @@ class DepthEstimator:
         processor: the image processor; by default the checkpoint's `preprocessor_config.json` when it has one,
             else the released Intel settings.
         flip: also run the horizontally flipped image and average the two (the original `infer_pil` does).
-        batch_size: images per model call (see the module docstring for how batches are padded).
+        batch_size: images per model call (default: one per device); see the module docstring for padding.
         dtype: compute dtype of the backbone and neck (`jnp.float32`, the default, or `jnp.bfloat16`); weights
             stay fp32. For a module passed in, None keeps the module's own.
         routing: "per_image" (the default) or "batch", for models with several heads (nyu-kitti). For a module
             passed in, None keeps the module's own.
+        devices: the devices to run on, data parallel (default: all of this process's devices).
     """
 
     def __init__(
@@ -79,12 +89,17 @@ class DepthEstimator:
         *,
         processor: ZoeDepthImageProcessor | None = None,
         flip: bool = True,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         dtype=None,
         routing: str | None = None,
+        devices: Sequence[jax.Device] | None = None,
         revision: str | None = None,
         cache_dir: str | None = None,
     ):
+        self.devices = list(devices) if devices is not None else jax.local_devices()
+        if not self.devices:
+            raise ValueError("devices is empty")
+        batch_size = len(self.devices) if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(model, ZoeDepthForDepthEstimation):
@@ -92,16 +107,17 @@ class DepthEstimator:
                 raise ValueError("a ZoeDepthForDepthEstimation module needs its `variables`")
             overrides = {"dtype": dtype, "routing": routing}
             self.model = model.clone(**{name: value for name, value in overrides.items() if value is not None})
-            self.variables = variables
         else:
             if variables is not None:
                 raise ValueError("`variables` is only for a module; a checkpoint path or hub id brings its own")
             folder = resolve(model, revision, cache_dir)
-            self.model, self.variables = from_pretrained(
-                folder, dtype=dtype or jnp.float32, routing=routing or "per_image"
-            )
+            self.model, variables = from_pretrained(folder, dtype=dtype or jnp.float32, routing=routing or "per_image")
             if processor is None and (folder / PREPROCESSOR_CONFIG_NAME).is_file():
                 processor = ZoeDepthImageProcessor.from_json_file(folder / PREPROCESSOR_CONFIG_NAME)
+        mesh = Mesh(np.array(self.devices), ("data",))
+        self._split = NamedSharding(mesh, PartitionSpec("data"))  # batch axis over the devices
+        self._replicated = NamedSharding(mesh, PartitionSpec())
+        self.variables = jax.device_put(variables, self._replicated)
         self.processor = processor if processor is not None else ZoeDepthImageProcessor()
         self.flip = flip
         self.batch_size = batch_size
@@ -157,7 +173,7 @@ class DepthEstimator:
         pixel_values = np.concatenate([item.pixel_values for item in batch])
         count = len(batch)
         if self.model.routing == "per_image":
-            padded = _padded_batch_size(count, self.batch_size)
+            padded = _padded_batch_size(count, self.batch_size, len(self.devices))
             pixel_values = np.concatenate([pixel_values, np.repeat(pixel_values[:1], padded - count, axis=0)])
         outputs = self._run(pixel_values, count)
         flipped = self._run(pixel_values[:, :, ::-1], count) if self.flip else None
@@ -167,7 +183,9 @@ class DepthEstimator:
         return [np.asarray(item["predicted_depth"], dtype=np.float32) for item in processed]
 
     def _run(self, pixel_values: np.ndarray, count: int) -> ZoeDepthOutput:
-        output = self._forward(self.variables, jnp.asarray(np.ascontiguousarray(pixel_values)))
+        split = len(pixel_values) % len(self.devices) == 0
+        placed = jax.device_put(np.ascontiguousarray(pixel_values), self._split if split else self._replicated)
+        output = self._forward(self.variables, placed)
         logits = None if output.domain_logits is None else np.asarray(output.domain_logits[:count])
         return ZoeDepthOutput(np.asarray(output.predicted_depth[:count]), logits)
 

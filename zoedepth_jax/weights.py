@@ -5,12 +5,19 @@ Formats read, in this order of preference within a folder:
   model.safetensors                   transformers layout (PyTorch names, converted by `checkpoint_map`)
   model.safetensors.index.json        the same, sharded
   pytorch_model.bin                   transformers layout, pickled; needs torch, read with weights_only=True
+
+A single file (not a folder) is read as an original isl-org checkpoint, `ZoeD_M12_{N,K,NK}.pt`: torch is needed,
+the pickle is read with weights_only=True, and the names and config come from `original_checkpoint`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import pickle
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax import checkpoint_map
+from zoedepth_jax import checkpoint_map, original_checkpoint
 from zoedepth_jax.config import ZoeDepthConfig
-from zoedepth_jax.errors import CheckpointError
+from zoedepth_jax.errors import CheckpointError, ConfigError
 from zoedepth_jax.files import write_atomically
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 
@@ -100,29 +107,105 @@ def _read_sharded_safetensors(index_path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def read_pytorch_bin(path: Path) -> dict[str, np.ndarray]:
-    """Reads a pickled PyTorch state dict with `weights_only=True`: a pickle that would run code is refused."""
+def _torch_load(path: Path) -> object:
+    """`torch.load(path, weights_only=True)`: tensors, containers and numbers only; a pickle that would import or
+    call anything else is refused before it runs. Every failure is a CheckpointError naming the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):  # torch.save's zip container (torch >= 1.6)
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{path} is a truncated or damaged PyTorch checkpoint ({size:,} bytes, its zip directory is "
+                "missing): download it again"
+            )
+    elif not head.startswith(b"\x80"):  # the legacy format starts with a pickle protocol marker
+        what = "is empty" if not size else f"starts with {head!r}"
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: it {what}")
     try:
         import torch
     except ImportError:
         raise CheckpointError(
-            f"{path} is a PyTorch pickle; reading it needs torch (pip install 'zoedepth-jax[convert]'), "
-            "or convert it once to safetensors"
+            f"{path} is a PyTorch pickle; reading it needs torch: pip install 'zoedepth-jax[convert]' "
+            "(then `zoedepth-jax convert` it once into a folder that loads without torch)"
         ) from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
-        raise CheckpointError(f"{path} could not be read safely as a PyTorch checkpoint: {e}") from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a flat state dict of tensors")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about unusual pickle protocols before refusing them
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():  # a damaged stream, not a refusal
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or damaged?): {e}") from None
+        reasons = [line.strip() for line in str(e).splitlines() if "unsupported" in line.lower()]
+        raise CheckpointError(
+            f"{path} could not be read safely and was refused as unsafe: unpickling it would import or call "
+            f"something other than tensors ({'; '.join(reasons) or 'weights_only refused it'}). Nothing in it was "
+            "run. A checkpoint of tensors, numbers and dicts loads this way; do not open this file with full "
+            "unpickling unless you trust where it came from."
+        ) from None
+    except Exception as e:  # RuntimeError, EOFError, ...: what torch raises depends on where the damage is
+        raise CheckpointError(
+            f"{path} could not be read as a PyTorch checkpoint; it may be truncated or damaged (download it "
+            f"again): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
+
+
+def _to_numpy(state: Mapping, path: Path, what: str) -> dict[str, np.ndarray]:
+    import torch
+
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(f"{path} does not hold {what}")
+    others = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if others:
+        raise CheckpointError(f"{path}: {what} holds entries that are not tensors: {others[:10]}")
     return {
         name: tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy() for name, tensor in state.items()
     }
 
 
-def _target_shapes(model: ZoeDepthForDepthEstimation) -> dict:
-    side = 4 * model.config.backbone_config.patch_size
+def read_pytorch_bin(path: Path) -> dict[str, np.ndarray]:
+    """Reads a pickled PyTorch state dict with `weights_only=True`: a pickle that would run code is refused."""
+    return _to_numpy(_torch_load(path), path, "a flat state dict of tensors")
+
+
+def read_original_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The state dict of an original isl-org checkpoint (`{"model": state_dict, ...}`, or a bare state dict), as
+    numpy arrays with the original names. Other top-level entries are not read. A `module.` prefix on every key
+    (DataParallel) is removed, as the original loader does."""
+    path = Path(path)
+    loaded = _torch_load(path)
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
+        state = loaded["model"]
+    elif isinstance(loaded, Mapping) and "model" not in loaded:
+        state = loaded  # a bare state dict; anything but tensors in it is refused below
+    else:
+        raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a dict with a 'model' state dict")
+    state = _to_numpy(state, path, "a 'model' state dict of tensors")
+    if all(name.startswith("module.") for name in state):
+        state = {name.removeprefix("module."): value for name, value in state.items()}
+    if not original_checkpoint.is_original_layout(state):
+        hint = (
+            " It is in transformers' layout: save it as pytorch_model.bin in a folder beside its config.json."
+            if any(name.startswith(("backbone.", "neck.")) for name in state)
+            else ""
+        )
+        raise CheckpointError(
+            f"{path} is not an original ZoeDepth checkpoint: none of its {len(state)} keys starts with "
+            f"'core.core.' (first keys: {list(state)[:5]}).{hint}"
+        )
+    return state
+
+
+@functools.lru_cache(maxsize=16)
+def _param_shapes(config: ZoeDepthConfig) -> dict:
+    """The params tree of a config as `jax.ShapeDtypeStruct`s (traced once per config; callers only read it)."""
+    side = 4 * config.backbone_config.patch_size
+    model = ZoeDepthForDepthEstimation(config)
     return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))["params"]
+
+
+def _target_shapes(model: ZoeDepthForDepthEstimation) -> dict:
+    return _param_shapes(model.config)  # dtype and routing change no parameter
 
 
 def load_params(folder: Path, config: ZoeDepthConfig, model: ZoeDepthForDepthEstimation) -> dict:
@@ -187,13 +270,24 @@ def _resolve_hub_id(repo_id: str, revision: str | None, cache_dir: str | None) -
 
 
 def resolve(path_or_hub_id: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None) -> Path:
-    """A local folder as is; anything else as a hub id (cached files are used, downloads show progress)."""
+    """A local folder, or a local checkpoint file (an original `.pt`), as is; anything else as a hub id (cached
+    files are used, downloads show progress)."""
     path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        return path
     if path.exists():
-        raise CheckpointError(f"{path} is a file; pass the folder that holds {CONFIG_NAME} and the weights")
+        return path
     return _resolve_hub_id(str(path_or_hub_id), revision, cache_dir)
+
+
+def _load_original(
+    path: Path, variant: str | None, config: ZoeDepthConfig | str | os.PathLike | None
+) -> tuple[ZoeDepthConfig, dict[str, np.ndarray]]:
+    """(config, transformers-layout state dict) of an original isl-org `.pt` file."""
+    state = read_original_checkpoint(path)
+    if config is None:
+        config = original_checkpoint.original_config(state, variant, source=str(path))
+    elif not isinstance(config, ZoeDepthConfig):
+        config = ZoeDepthConfig.from_json_file(config)
+    return config, original_checkpoint.to_hf_state_dict(state, source=str(path))
 
 
 def from_pretrained(
@@ -202,18 +296,46 @@ def from_pretrained(
     routing: str = "per_image",
     revision: str | None = None,
     cache_dir: str | None = None,
+    *,
+    variant: str | None = None,
+    config: ZoeDepthConfig | str | os.PathLike | None = None,
+    kitti_max_depth_80: bool = False,
 ) -> tuple[ZoeDepthForDepthEstimation, dict]:
     """Loads a checkpoint: returns `(model, variables)` for `model.apply(variables, pixel_values)`.
 
-    `path_or_hub_id`: a folder in Hugging Face layout, a folder written by `save_pretrained`, or a hub id such
-    as "Intel/zoedepth-nyu-kitti". Parameters are fp32; `dtype` is the compute dtype.
+    `path_or_hub_id`: a folder in Hugging Face layout, a folder written by `save_pretrained`, a hub id such
+    as "Intel/zoedepth-nyu-kitti", or an original isl-org checkpoint file such as `ZoeD_M12_NK.pt` (needs torch;
+    read with weights_only=True). Parameters are fp32; `dtype` is the compute dtype.
+
+    For an original `.pt` file only:
+      variant: "N", "K" or "NK"; detected from the keys when None, and an error if the file holds another.
+      config: a ZoeDepthConfig (or a config.json path) to use instead of the one read from the tensors. The
+        config read from the tensors uses LayerNorm eps 1e-6, as the original (timm) model ran.
+    For ZoeD_M12_K (a `.pt` file, or Intel/zoedepth-kitti):
+      kitti_max_depth_80: bins over 1e-3..80 m, the range of the original KITTI evaluation, instead of the
+        1e-3..10 m the released config runs with. Off by default (the original inference code and transformers).
     """
-    folder = resolve(path_or_hub_id, revision, cache_dir)
-    if not (folder / CONFIG_NAME).is_file():
-        raise CheckpointError(f"{folder} has no {CONFIG_NAME}")
-    config = ZoeDepthConfig.from_json_file(folder / CONFIG_NAME)
+    source = resolve(path_or_hub_id, revision, cache_dir)
+    if source.is_file() and source.name in (CONFIG_NAME, *WEIGHT_NAMES):
+        raise CheckpointError(f"{source} is one file of a checkpoint folder: pass the folder, {source.parent}")
+    if source.is_file():
+        config, state = _load_original(source, variant, config)
+    else:
+        if variant is not None or config is not None:
+            raise ConfigError(f"variant= and config= apply to original .pt files; {source} is a checkpoint folder")
+        if not (source / CONFIG_NAME).is_file():
+            raise CheckpointError(f"{source} has no {CONFIG_NAME}")
+        config, state = ZoeDepthConfig.from_json_file(source / CONFIG_NAME), None
+    if kitti_max_depth_80:
+        config = original_checkpoint.with_kitti_max_depth_80(config)
     model = ZoeDepthForDepthEstimation(config, dtype=dtype, routing=routing)
-    return model, {"params": load_params(folder, config, model)}
+    if state is None:
+        params = load_params(source, config, model)
+    else:
+        shapes = _target_shapes(model)
+        params = checkpoint_map.convert_hf_state_dict(state, config, shapes, source=str(source))
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.float32), params)
+    return model, {"params": params}
 
 
 def save_pretrained(

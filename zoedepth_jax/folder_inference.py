@@ -1,0 +1,204 @@
+"""Depth maps for many image files: the job list, resume, overlapped reading and writing, and multi-process runs.
+
+Reading (decode + preprocess) and writing (PNG encode + file writes) run on worker threads while the model
+computes: the next chunk of images is prepared while the current one is on the device, and outputs are written
+while the next one computes. At most `PREFETCH_CHUNKS` chunks are prepared ahead and `MAX_PENDING_WRITES` depth
+maps wait to be written, so memory stays flat for folders of any size.
+
+Multi-process (multi-host) runs: every process builds the same job list (inputs sorted), takes every
+`process_count`-th job starting at its own index, runs it on its local devices, and writes its own outputs; the
+counts are summed over processes at the end, so every input is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zoedepth_jax import imaging
+from zoedepth_jax.errors import ZoeDepthError
+from zoedepth_jax.files import write_atomically
+from zoedepth_jax.pipeline import DepthEstimator
+
+# Files a folder is searched for (case-insensitive); a file named on the command line is tried whatever its name.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+CHUNK_BATCHES = 4  # images per chunk, in batches: enough for several full batches per processed shape
+PREFETCH_CHUNKS = 2  # chunks being read and prepared ahead of the one on the device
+READ_THREADS = 2
+WRITE_THREADS = 2
+MAX_PENDING_WRITES = 16
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to do: where it is read from and the stem its outputs are written under (`<stem>.png`, ...)."""
+
+    source: Path
+    stem: Path
+
+    def outputs(self, npy: bool, color: bool) -> list[Path]:
+        paths = [self.stem.with_name(self.stem.name + ".png")]
+        if color:
+            paths.append(self.stem.with_name(self.stem.name + "_color.png"))
+        if npy:
+            paths.append(self.stem.with_name(self.stem.name + ".npy"))
+        return paths
+
+
+@dataclass
+class Summary:
+    """What happened to the jobs of a run (or of one process of it)."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.done, self.skipped, self.failed], dtype=np.int64)
+
+
+def collect_jobs(inputs: list[str], out_dir: Path) -> tuple[list[Job], list[str]]:
+    """Expands files and folders into jobs; returns them and the inputs that do not exist.
+
+    A folder is searched recursively for IMAGE_SUFFIXES, skipping anything inside `out_dir`, and its images keep
+    their relative sub-folder under `out_dir`. Two inputs that would write the same outputs are an error.
+    """
+    jobs, missing = [], []
+    out_resolved = out_dir.resolve()
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+                if out_resolved in file.resolve().parents:
+                    continue  # our own outputs, from an earlier run with --out inside the input folder
+                relative = file.relative_to(path)
+                jobs.append(Job(file, out_dir / relative.parent / f"{relative.stem}_depth"))
+        elif path.is_file():
+            jobs.append(Job(path, out_dir / f"{path.stem}_depth"))
+        else:
+            missing.append(name)
+    by_stem: dict[Path, list[Path]] = {}
+    for job in jobs:
+        by_stem.setdefault(job.stem, []).append(job.source)
+    clashes = {stem: sources for stem, sources in by_stem.items() if len(sources) > 1}
+    if clashes:
+        listed = "; ".join(f"{', '.join(map(str, s))} -> {stem}.png" for stem, s in clashes.items())
+        raise ZoeDepthError(f"inputs would overwrite each other's outputs: {listed} (rename, or run them separately)")
+    return jobs, missing
+
+
+def write_outputs(job: Job, depth: np.ndarray, npy: bool, color: bool) -> None:
+    """Writes the 16-bit millimetre PNG, the colour preview and the .npy of one image, each atomically."""
+
+    def save_npy(temp: str) -> None:
+        with open(temp, "wb") as f:
+            np.save(f, depth)
+
+    job.stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = job.outputs(npy, color)
+    # The 16-bit PNG is written last: its presence marks the image as done for a resumed run.
+    if color:
+        preview = imaging.colorize(depth)
+        write_atomically(paths[1], lambda temp: preview.save(temp, format="PNG"))
+    if npy:
+        write_atomically(paths[-1], save_npy)
+    png16 = imaging.depth_to_png16(depth)
+    write_atomically(paths[0], lambda temp: png16.save(temp, format="PNG"))
+
+
+def depth_summary(depth: np.ndarray) -> str:
+    finite = depth[np.isfinite(depth)]
+    if finite.size == 0:
+        return "depth: no finite values"
+    return f"depth min {finite.min():.3f} m  median {np.median(finite):.3f} m  max {finite.max():.3f} m"
+
+
+def run_jobs(
+    jobs: list[Job],
+    estimator: DepthEstimator,
+    npy: bool,
+    color: bool,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Summary:
+    """Runs the model over `jobs` with reading and writing overlapped; reports each image through `log`."""
+    from tqdm import tqdm
+
+    summary = Summary()
+    chunk_size = estimator.batch_size * CHUNK_BATCHES
+    chunks = [jobs[start : start + chunk_size] for start in range(0, len(jobs), chunk_size)]
+    with (
+        ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read") as readers,
+        ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writers,
+        tqdm(total=len(jobs), unit="image", disable=not progress, file=sys.stderr) as bar,
+    ):
+
+        def report(message: str) -> None:
+            bar.write(message, file=sys.stderr if message.startswith(("error", "warning")) else sys.stdout)
+
+        def submit_reads(chunk: list[Job]) -> list[Future]:
+            return [readers.submit(estimator.prepare, job.source, str(job.source)) for job in chunk]
+
+        writes: deque[tuple[Job, np.ndarray, Future]] = deque()
+
+        def finish_oldest_write() -> None:
+            job, depth, future = writes.popleft()
+            try:
+                future.result()
+            except OSError as e:
+                summary.failed += 1
+                report(f"error: {job.source}: cannot write outputs: {e}")
+                return
+            summary.done += 1
+            report(f"{job.source}: {depth.shape[1]}x{depth.shape[0]}  {depth_summary(depth)}")
+            bad = int(depth.size - np.count_nonzero(np.isfinite(depth)))
+            if bad:
+                report(
+                    f"warning: {job.source}: {bad} of {depth.size} depths are not finite; they are stored "
+                    "as 0 in the 16-bit PNG and drawn as far in the colour image"
+                )
+
+        reading = deque(submit_reads(chunk) for chunk in chunks[:PREFETCH_CHUNKS])
+        for index, chunk in enumerate(chunks):
+            futures = reading.popleft()
+            if index + PREFETCH_CHUNKS < len(chunks):
+                reading.append(submit_reads(chunks[index + PREFETCH_CHUNKS]))
+            ready, prepared = [], []
+            for job, future in zip(chunk, futures, strict=True):
+                try:
+                    prepared.append(future.result())
+                    ready.append(job)
+                except ZoeDepthError as e:
+                    summary.failed += 1
+                    report(f"error: {e} (skipped)")
+                    bar.update(1)
+            for job, depth in zip(ready, estimator.predict_prepared(prepared, progress=bar.update), strict=True):
+                writes.append((job, depth, writers.submit(write_outputs, job, depth, npy, color)))
+                while len(writes) > MAX_PENDING_WRITES:
+                    finish_oldest_write()
+        while writes:
+            finish_oldest_write()
+    return summary
+
+
+def shard_for_process(jobs: list[Job], process_index: int, process_count: int) -> list[Job]:
+    """This process's share of a job list every process built alike: every `process_count`-th job."""
+    return jobs[process_index::process_count]
+
+
+def total_over_processes(summary: Summary) -> Summary:
+    """The counts summed over every process of a `jax.distributed` run (the summary itself when there is one)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return summary
+    from jax.experimental import multihost_utils
+
+    done, skipped, failed = multihost_utils.process_allgather(summary.as_array()).sum(axis=0).tolist()
+    return Summary(done, skipped, failed)
