@@ -2,6 +2,7 @@
 
     zoedepth-jax predict photo.jpg holiday_photos/ --out depth_out
     zoedepth-jax convert Intel/zoedepth-nyu-kitti ./zoedepth-nyu-kitti-flax
+    zoedepth-jax eval nyu_test/ --dataset nyu --model Intel/zoedepth-nyu
 
 JAX is imported only when a command runs, so that `--help` answers at once.
 """
@@ -30,6 +31,7 @@ in meters.
   zoedepth-jax predict photo.jpg --out depth_out        depth maps for images and folders
   zoedepth-jax convert Intel/zoedepth-nyu ./nyu-flax   a checkpoint as a folder that loads without torch
   zoedepth-jax export model.jaxexport                   the forward pass as a serialized StableHLO artifact
+  zoedepth-jax eval nyu_test/ --dataset nyu             depth metrics against ground truth (folder of pairs)
 
 Run `zoedepth-jax COMMAND --help` for the options of each command."""
 
@@ -166,6 +168,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     export.set_defaults(func=_export)
+    _add_eval_parser(commands)
     return parser
 
 
@@ -291,6 +294,95 @@ def _export(args: argparse.Namespace) -> int:
     batch = "any batch size" if args.batch_size is None else f"batch {args.batch_size}"
     print(f"exported {args.model} for {args.height}x{args.width}, {batch} -> {out} ({out.stat().st_size:,} bytes)")
     return 0
+
+
+_EVAL_DESCRIPTION = """\
+Evaluates a model on FOLDER (searched recursively): every image <name>.jpg/.png/... with its ground truth
+<name>_depth.png beside it, a 16-bit greyscale PNG of depth x --depth-scale (0 = no depth). Prints the original
+ZoeDepth metrics (delta1..3, abs_rel, sq_rel, rmse, rmse_log, log10, silog), each computed per image and
+averaged over images: the prediction (averaged with the mirrored image's, unless --no-flip) at the image's size,
+resized to the ground truth's if needed, clipped to [--min-depth, --max-depth]; pixels whose ground truth lies
+strictly inside that range and inside the crop are compared.
+
+--dataset presets, as the original evaluation (each option overrides its part):
+  nyu    depth 0.001..10 m, Eigen's NYU crop (rows 45:471, columns 41:601 of 480x640), PNG scale 1000 (mm)
+  kitti  depth 0.001..80 m, Garg's crop, PNG scale 256 (KITTI's ground-truth PNGs)"""
+
+
+def _add_eval_parser(commands) -> None:
+    from zoedepth_jax.metrics import CROPS
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="depth metrics (delta1, abs_rel, rmse, ...) on a folder of images with ground-truth depth PNGs",
+        description=_EVAL_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("folder", metavar="FOLDER", help="images with <name>_depth.png ground truth beside them")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR", help="hub id or checkpoint folder")
+    evaluate.add_argument("--dataset", choices=("nyu", "kitti"), default="nyu", help="settings preset (default nyu)")
+    evaluate.add_argument("--depth-scale", type=float, metavar="S", help="ground-truth PNG value per meter")
+    evaluate.add_argument("--min-depth", type=float, metavar="M", help="smallest valid depth, meters")
+    evaluate.add_argument("--max-depth", type=float, metavar="M", help="largest valid depth, meters")
+    evaluate.add_argument("--crop", choices=CROPS, help="evaluation crop (default: the dataset's)")
+    evaluate.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, default=True, help="average with the mirrored image"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per model call")
+    evaluate.add_argument("--dtype", choices=DTYPES, default="float32", help="compute type (default float32)")
+    evaluate.add_argument("--routing", choices=ROUTINGS, default="per_image", help="head choice for nyu-kitti")
+    evaluate.add_argument("--per-image", action="store_true", help="also print a row per image")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    from zoedepth_jax import evaluation
+    from zoedepth_jax.pipeline import DepthEstimator
+
+    overrides = {"depth_scale": args.depth_scale, "min_depth": args.min_depth, "max_depth": args.max_depth}
+    overrides["crop"] = args.crop
+    settings = dataclasses.replace(
+        evaluation.DATASETS[args.dataset], **{name: value for name, value in overrides.items() if value is not None}
+    )
+    if not 0 <= settings.min_depth < settings.max_depth or settings.depth_scale <= 0:
+        raise ZoeDepthError(f"need 0 <= min depth < max depth and a positive depth scale, got {settings}")
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ZoeDepthError(f"{folder} is not a folder")
+    pairs, unpaired = evaluation.find_pairs(folder)
+    for image in unpaired:
+        print(f"warning: {image}: no {image.stem}{evaluation.DEPTH_SUFFIX} beside it (skipped)", file=sys.stderr)
+    if not pairs:
+        raise ZoeDepthError(f"no image with a <name>{evaluation.DEPTH_SUFFIX} ground truth in {folder}")
+    estimator = DepthEstimator(
+        args.model,
+        flip=args.flip,
+        batch_size=args.batch_size,
+        dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype],
+        routing=args.routing,
+    )
+    with tqdm(total=len(pairs), unit="image", disable=args.no_progress, file=sys.stderr) as bar:
+        results = evaluation.evaluate_pairs(estimator, pairs, settings, progress=bar.update)
+    failed = [r for r in results if r.error]
+    for result in failed:
+        print(f"error: {result.error} (skipped)", file=sys.stderr)
+    for result in results:
+        if result.metrics is None and not result.error:
+            print(f"warning: {result.image}: no valid ground-truth pixel (skipped)", file=sys.stderr)
+    if all(r.metrics is None for r in results):
+        raise ZoeDepthError("no image could be scored")
+    print(
+        f"{args.model} on {folder}: depth {settings.min_depth:g}..{settings.max_depth:g} m, crop {settings.crop}, "
+        f"ground truth {settings.depth_scale:g} per meter, flip {'on' if args.flip else 'off'}"
+    )
+    print(evaluation.summary_table(results, per_image=args.per_image))
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Calls `write(temp_path)` for a temporary file beside `path`, syncs it, then renames it over `path`."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Calls `write(temp_path)` for a temporary file beside `path`, syncs it, then renames it over `path`.
+
+    The temporary file is created with the usual permissions (0666 less the umask), as a plain `open` would,
+    so the result is readable like any other output (`tempfile.mkstemp` would leave it private, 0600).
+    """
+    temp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
-        write(temp)
+        write(str(temp))
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise

@@ -33,6 +33,9 @@ PREFETCH_CHUNKS = 2  # chunks being read and prepared ahead of the one on the de
 READ_THREADS = 2
 WRITE_THREADS = 2
 MAX_PENDING_WRITES = 16
+# zlib level of the PNGs: 1 encodes a 480x640 depth map + preview ~5x faster than Pillow's default 6, for files
+# ~5-35% larger (measured); on CPU the encoder competes with the model for the same cores.
+PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,11 @@ def write_outputs(job: Job, depth: np.ndarray, npy: bool, color: bool) -> None:
     # The 16-bit PNG is written last: its presence marks the image as done for a resumed run.
     if color:
         preview = imaging.colorize(depth)
-        write_atomically(paths[1], lambda temp: preview.save(temp, format="PNG"))
+        write_atomically(paths[1], lambda temp: preview.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
     if npy:
         write_atomically(paths[-1], save_npy)
     png16 = imaging.depth_to_png16(depth)
-    write_atomically(paths[0], lambda temp: png16.save(temp, format="PNG"))
+    write_atomically(paths[0], lambda temp: png16.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 def depth_summary(depth: np.ndarray) -> str:
@@ -125,9 +128,10 @@ def run_jobs(
     npy: bool,
     color: bool,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> Summary:
-    """Runs the model over `jobs` with reading and writing overlapped; reports each image through `log`."""
+    """Runs the model over `jobs` with reading and writing overlapped. Each image's result (or error) is passed to
+    `log`; by default it is printed above the progress bar (errors and warnings to stderr)."""
     from tqdm import tqdm
 
     summary = Summary()
@@ -140,7 +144,10 @@ def run_jobs(
     ):
 
         def report(message: str) -> None:
-            bar.write(message, file=sys.stderr if message.startswith(("error", "warning")) else sys.stdout)
+            if log is not None:
+                log(message)
+            else:
+                bar.write(message, file=sys.stderr if message.startswith(("error", "warning")) else sys.stdout)
 
         def submit_reads(chunk: list[Job]) -> list[Future]:
             return [readers.submit(estimator.prepare, job.source, str(job.source)) for job in chunk]

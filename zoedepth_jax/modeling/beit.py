@@ -65,7 +65,7 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, grid):  # x: [B, N+1, D]
+    def __call__(self, x, grid, deterministic: bool = True):  # x: [B, N+1, D]
         heads = self.config.num_attention_heads
         batch, tokens, width = x.shape
         head_dim = width // heads
@@ -79,6 +79,7 @@ class SelfAttention(nn.Module):
         scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
         scores = scores * head_dim**-0.5 + bias[None]
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # fp32 softmax, as transformers
+        weights = nn.Dropout(self.config.attention_probs_dropout_prob, name="dropout")(weights, deterministic)
         context = jnp.einsum("bhqk,bhkd->bhqd", weights, value)
         return context.transpose(0, 2, 1, 3).reshape(batch, tokens, width)
 
@@ -88,33 +89,42 @@ class Attention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, grid):
-        x = SelfAttention(self.config, self.dtype, name="attention")(x, grid)
+    def __call__(self, x, grid, deterministic: bool = True):
+        x = SelfAttention(self.config, self.dtype, name="attention")(x, grid, deterministic)
         return DenseBlock(self.config.hidden_size, self.dtype, name="output")(x)
 
 
 class Layer(nn.Module):
-    """Pre-norm transformer block with layer scale (`lambda_1`, `lambda_2`)."""
+    """Pre-norm transformer block with layer scale (`lambda_1`, `lambda_2`).
+
+    Training mode (`deterministic=False`), as transformers' `BeitLayer`: each branch's output goes through
+    dropout (`hidden_dropout_prob`), then the layer scale, then drop-path at this layer's `drop_path_rate`
+    (whole samples of the branch dropped, the rest scaled by 1/keep). Rates of 0 leave the inference path as is.
+    """
 
     config: BeitConfig
+    drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, grid):
+    def __call__(self, x, grid, deterministic: bool = True):
         config = self.config
 
-        def scale(name, y):
-            if config.layer_scale_init_value <= 0:
-                return y
-            init = nn.initializers.constant(config.layer_scale_init_value)
-            return y * self.param(name, init, (config.hidden_size,), jnp.float32).astype(y.dtype)
+        def branch_end(branch, scale_name, y):  # dropout -> layer scale -> drop-path, as transformers orders them
+            y = nn.Dropout(config.hidden_dropout_prob, name=f"{branch}_dropout")(y, deterministic)
+            if config.layer_scale_init_value > 0:
+                init = nn.initializers.constant(config.layer_scale_init_value)
+                y = y * self.param(scale_name, init, (config.hidden_size,), jnp.float32).astype(y.dtype)
+            drop_path = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2), name=f"{branch}_drop_path")
+            return drop_path(y, deterministic)  # y: [B, N+1, D], one keep/drop draw per sample
 
         normed = layer_norm(config.layer_norm_eps, "layernorm_before")(x).astype(self.dtype)
-        x = x + scale("lambda_1", Attention(config, self.dtype, name="attention")(normed, grid))
+        attended = Attention(config, self.dtype, name="attention")(normed, grid, deterministic)
+        x = x + branch_end("attention", "lambda_1", attended)
         normed = layer_norm(config.layer_norm_eps, "layernorm_after")(x).astype(self.dtype)
         hidden = DenseBlock(config.intermediate_size, self.dtype, name="intermediate")(normed)
         hidden = nn.gelu(hidden, approximate=False)
-        return x + scale("lambda_2", DenseBlock(config.hidden_size, self.dtype, name="output")(hidden))
+        return x + branch_end("mlp", "lambda_2", DenseBlock(config.hidden_size, self.dtype, name="output")(hidden))
 
 
 class Embeddings(nn.Module):
@@ -122,13 +132,14 @@ class Embeddings(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, pixel_values):  # [B, H, W, 3] -> [B, 1 + H/p * W/p, D]
+    def __call__(self, pixel_values, deterministic: bool = True):  # [B, H, W, 3] -> [B, 1 + H/p * W/p, D]
         config = self.config
         patches = PatchEmbeddings(config, self.dtype, name="patch_embeddings")(pixel_values)
         batch, _, width = patches.shape
         cls_token = self.param("cls_token", nn.initializers.zeros, (1, 1, width), jnp.float32)
         cls_token = jnp.broadcast_to(cls_token.astype(patches.dtype), (batch, 1, width))
-        return jnp.concatenate([cls_token, patches], axis=1)
+        embeddings = jnp.concatenate([cls_token, patches], axis=1)
+        return nn.Dropout(config.hidden_dropout_prob, name="dropout")(embeddings, deterministic)
 
 
 class PatchEmbeddings(nn.Module):
@@ -150,23 +161,31 @@ class Encoder(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, grid) -> list[jnp.ndarray]:
-        """Returns the output of every layer (hidden state i+1 is the output of layer i)."""
+    def __call__(self, x, grid, deterministic: bool = True) -> list[jnp.ndarray]:
+        """Returns the output of every layer (hidden state i+1 is the output of layer i).
+
+        Drop-path rates grow linearly with depth, from 0 at the first layer to `drop_path_rate` at the last
+        (transformers' rule; timm's BEiT, which the original ZoeDepth trains, uses the same schedule).
+        """
+        layers = self.config.num_hidden_layers
         outputs = []
-        for i in range(self.config.num_hidden_layers):
-            x = Layer(self.config, self.dtype, name=f"layer_{i}")(x, grid)
+        for i in range(layers):
+            rate = self.config.drop_path_rate * i / max(layers - 1, 1)
+            x = Layer(self.config, rate, self.dtype, name=f"layer_{i}")(x, grid, deterministic)
             outputs.append(x)
         return outputs
 
 
 class BeitBackbone(nn.Module):
-    """`pixel_values [B, H, W, 3]` -> the hidden states `[B, 1 + N, D]` (CLS first) of the `out_indices` layers."""
+    """`pixel_values [B, H, W, 3]` -> the hidden states `[B, 1 + N, D]` (CLS first) of the `out_indices` layers.
+
+    `deterministic=False` turns on the config's dropout and drop-path (rng stream "dropout")."""
 
     config: BeitConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, pixel_values) -> list[jnp.ndarray]:
+    def __call__(self, pixel_values, deterministic: bool = True) -> list[jnp.ndarray]:
         _, height, width, channels = pixel_values.shape
         p = self.config.patch_size
         if height % p or width % p or channels != 3:
@@ -174,8 +193,8 @@ class BeitBackbone(nn.Module):
                 f"pixel_values must be [B, H, W, 3] with H and W multiples of {p}, got {pixel_values.shape}"
             )
         grid = (height // p, width // p)
-        x = Embeddings(self.config, self.dtype, name="embeddings")(pixel_values.astype(self.dtype))
-        layer_outputs = Encoder(self.config, self.dtype, name="encoder")(x, grid)
+        x = Embeddings(self.config, self.dtype, name="embeddings")(pixel_values.astype(self.dtype), deterministic)
+        layer_outputs = Encoder(self.config, self.dtype, name="encoder")(x, grid, deterministic)
         stages = [layer_outputs[i - 1] for i in self.config.out_indices]
         for i, stage in zip(self.config.out_indices, stages, strict=True):
             self.sow("intermediates", f"backbone_stage{i}", stage)

@@ -38,12 +38,12 @@ MULTI_HEAD_ATTRACTORS = 16
 
 class MetricHead(nn.Module):
     """Returns the depth of every domain `[num_domains, B, H, W]` and the domain logits `[B, num_domains]`
-    (None with a single domain)."""
+    (None with a single domain). `deterministic=False` turns on the router's dropout (the bins have none)."""
 
     config: ZoeDepthConfig
 
     @nn.compact
-    def __call__(self, relative_features, relative_depth, bottleneck, fused):
+    def __call__(self, relative_features, relative_depth, bottleneck, fused, deterministic: bool = True):
         config = self.config
         multi = config.is_multi_domain
         embedding_dim = config.bin_embedding_dim
@@ -62,7 +62,7 @@ class MetricHead(nn.Module):
         )
         if not multi:
             return depths, None
-        tokens = PatchTransformerEncoder(config, name="patch_transformer")(x)
+        tokens = PatchTransformerEncoder(config, name="patch_transformer")(x, deterministic)
         domain_logits = MLPClassifier(len(config.bin_configurations), name="mlp_classifier")(tokens[:, 0, :])
         return depths, domain_logits
 

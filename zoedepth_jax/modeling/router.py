@@ -18,6 +18,9 @@ from zoedepth_jax.modeling.layers import conv, layer_norm
 F32 = jnp.float32
 # transformers runs exactly this many encoder layers, whatever `num_patch_transformer_layers` says.
 ROUTER_LAYERS = 4
+# Dropout of the router's encoder layers in training mode: transformers' constructor default, as torch's
+# nn.TransformerEncoderLayer in the original. No config field sets it.
+ROUTER_DROPOUT = 0.1
 TORCH_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which the router's norms use
 
 
@@ -33,7 +36,7 @@ class MultiheadAttention(nn.Module):
     num_heads: int
 
     @nn.compact
-    def __call__(self, x):  # [B, T, E]
+    def __call__(self, x, deterministic: bool = True):  # [B, T, E]
         batch, tokens, width = x.shape
         head_dim = width // self.num_heads
 
@@ -42,28 +45,35 @@ class MultiheadAttention(nn.Module):
 
         query, key, value = project("query"), project("key"), project("value")
         scores = jnp.einsum("bhqd,bhkd->bhqk", query, key) / math.sqrt(head_dim)
-        context = jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), value)
+        weights = nn.Dropout(ROUTER_DROPOUT, name="dropout")(jax.nn.softmax(scores, axis=-1), deterministic)
+        context = jnp.einsum("bhqk,bhkd->bhqd", weights, value)
         return nn.Dense(width, name="out_proj")(context.transpose(0, 2, 1, 3).reshape(batch, tokens, width))
 
 
 class TransformerEncoderLayer(nn.Module):
-    """Post-norm encoder layer with ReLU feed-forward (dropout is inactive at inference)."""
+    """Post-norm encoder layer with ReLU feed-forward. In training mode (`deterministic=False`) dropout at
+    ROUTER_DROPOUT acts where torch's layer has it: attention weights, both residual branches, the hidden layer."""
 
     num_heads: int
     intermediate_size: int
 
     @nn.compact
-    def __call__(self, x):
-        x = layer_norm(TORCH_LAYER_NORM_EPS, "norm1")(x + MultiheadAttention(self.num_heads, name="self_attn")(x))
-        y = nn.Dense(x.shape[-1], name="linear2")(nn.relu(nn.Dense(self.intermediate_size, name="linear1")(x)))
-        return layer_norm(TORCH_LAYER_NORM_EPS, "norm2")(x + y)
+    def __call__(self, x, deterministic: bool = True):
+        def dropout(name, y):
+            return nn.Dropout(ROUTER_DROPOUT, name=name)(y, deterministic)
+
+        attended = MultiheadAttention(self.num_heads, name="self_attn")(x, deterministic)
+        x = layer_norm(TORCH_LAYER_NORM_EPS, "norm1")(x + dropout("dropout1", attended))
+        hidden = dropout("dropout", nn.relu(nn.Dense(self.intermediate_size, name="linear1")(x)))
+        y = nn.Dense(x.shape[-1], name="linear2")(hidden)
+        return layer_norm(TORCH_LAYER_NORM_EPS, "norm2")(x + dropout("dropout2", y))
 
 
 class PatchTransformerEncoder(nn.Module):
     config: ZoeDepthConfig
 
     @nn.compact
-    def __call__(self, x):  # [B, h, w, C] -> [B, 1 + h*w, E]
+    def __call__(self, x, deterministic: bool = True):  # [B, h, w, C] -> [B, 1 + h*w, E]
         config = self.config
         embeddings = conv(config.patch_transformer_hidden_size, 1, "embedding_convPxP", F32)(x)
         batch, _, _, width = embeddings.shape
@@ -77,7 +87,7 @@ class PatchTransformerEncoder(nn.Module):
                 config.patch_transformer_intermediate_size,
                 name=f"transformer_encoder_{i}",
             )
-            embeddings = layer(embeddings)
+            embeddings = layer(embeddings, deterministic)
         return embeddings
 
 

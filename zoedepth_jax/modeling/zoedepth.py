@@ -48,6 +48,11 @@ class ZoeDepthForDepthEstimation(nn.Module):
 
     Intermediates (backbone stages, neck maps, relative depth, bin centres) are sown into the
     `"intermediates"` collection: `model.apply(variables, x, mutable=["intermediates"])`.
+
+    Training mode: `model.apply(variables, x, deterministic=False, rngs={"dropout": key})` runs the dropout and
+    drop-path rates of the BEiT config (`hidden_dropout_prob`, `attention_probs_dropout_prob`, `drop_path_rate`)
+    and, for ZoeD-NK, the router's fixed dropout of 0.1, where torch's `model.train()` runs them. With all rates
+    0 (a single-domain model whose BEiT rates are 0) it computes exactly the inference path.
     """
 
     config: ZoeDepthConfig
@@ -55,19 +60,19 @@ class ZoeDepthForDepthEstimation(nn.Module):
     routing: str = "per_image"
 
     @nn.compact
-    def __call__(self, pixel_values: jax.Array) -> ZoeDepthOutput:
+    def __call__(self, pixel_values: jax.Array, deterministic: bool = True) -> ZoeDepthOutput:
         if self.routing not in ROUTINGS:
             raise ConfigError(f"routing = {self.routing!r}: expected one of {ROUTINGS}")
         if jnp.dtype(self.dtype) not in [jnp.dtype(d) for d in COMPUTE_DTYPES]:
             raise ConfigError(f"dtype = {self.dtype!r}: expected float32, bfloat16 or float16")
         config = self.config
         patch = config.backbone_config.patch_size
-        hidden_states = BeitBackbone(config.backbone_config, self.dtype, name="backbone")(pixel_values)
+        hidden_states = BeitBackbone(config.backbone_config, self.dtype, name="backbone")(pixel_values, deterministic)
         grid = (pixel_values.shape[1] // patch, pixel_values.shape[2] // patch)
         fused, bottleneck = Neck(config, self.dtype, name="neck")(hidden_states, grid)
         relative_depth, relative_features = RelativeDepthHead(config, self.dtype, name="relative_head")(fused)
         depths, domain_logits = MetricHead(config, name="metric_head")(
-            relative_features, relative_depth, bottleneck, fused
+            relative_features, relative_depth, bottleneck, fused, deterministic
         )
         if domain_logits is None:
             return ZoeDepthOutput(predicted_depth=depths[0])
