@@ -67,17 +67,54 @@ code. The weights are an input of the artifact, not part of it: load them with f
 (predicted_depth [B, H, W], domain_logits [B, 2], or [B, 0] for single-head models)."""
 
 
+def _add_command(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `DepthEstimator` that predict and eval share."""
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images per model call (default: 1 per device, so one on a single CPU or GPU)",
+    )
+    parser.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="average with the prediction for the mirrored image, as the original ZoeDepth does (default: on)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="compute type of the backbone and neck: float32 (default, exact) or bfloat16 (faster on GPU/TPU, "
+        "slightly less accurate); weights stay float32",
+    )
+    parser.add_argument(
+        "--routing",
+        choices=ROUTINGS,
+        default="per_image",
+        help="for models with several heads (nyu-kitti: indoor/outdoor): per_image (default) lets each image "
+        "choose its head; batch applies transformers' one-head-per-batch rule (same result for one image)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoedepth-jax", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    predict = commands.add_parser(
+    predict = _add_command(
+        commands,
         "predict",
         help="depth maps for images and folders (16-bit millimetre PNGs, colour previews, optional .npy)",
         description=_PREDICT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files and/or folders of images")
     predict.add_argument(
@@ -89,33 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"folder for the outputs (default: {DEFAULT_OUT})"
     )
-    predict.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="images per model call (default: 1 per device, so one on a single CPU or GPU)",
-    )
-    predict.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="average with the prediction for the mirrored image, as the original ZoeDepth does (default: on)",
-    )
-    predict.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="float32",
-        help="compute type of the backbone and neck: float32 (default, exact) or bfloat16 (faster on GPU/TPU, "
-        "slightly less accurate); weights stay float32",
-    )
-    predict.add_argument(
-        "--routing",
-        choices=ROUTINGS,
-        default="per_image",
-        help="for models with several heads (nyu-kitti: indoor/outdoor): per_image (default) lets each image "
-        "choose its head; batch applies transformers' one-head-per-batch rule (same result for one image)",
-    )
+    _add_estimator_options(predict)
     predict.add_argument("--npy", action="store_true", help="also write float32 meters as <name>_depth.npy")
     predict.add_argument("--no-color", action="store_true", help="do not write the colour preview")
     predict.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
@@ -132,11 +143,11 @@ def _build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
     predict.set_defaults(func=_predict)
 
-    convert = commands.add_parser(
+    convert = _add_command(
+        commands,
         "convert",
         help="convert a checkpoint (hub id or folder) into a Flax-native folder that loads without torch",
         description=_CONVERT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     convert.add_argument(
         "src", metavar="SRC", help="hub id (e.g. Intel/zoedepth-nyu-kitti), local checkpoint folder or ZoeD_M12_*.pt"
@@ -153,11 +164,11 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace the files if OUT already holds them")
     convert.set_defaults(func=_convert)
 
-    export = commands.add_parser(
+    export = _add_command(
+        commands,
         "export",
         help="write the model as a serialized StableHLO artifact (jax.export) for one input size",
         description=_EXPORT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("out", metavar="OUT", help="file to write, e.g. zoedepth-384x512.jaxexport")
     export.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR", help="hub id or local folder")
@@ -312,11 +323,11 @@ strictly inside that range and inside the crop are compared.
 def _add_eval_parser(commands) -> None:
     from zoedepth_jax.metrics import CROPS
 
-    evaluate = commands.add_parser(
+    evaluate = _add_command(
+        commands,
         "eval",
         help="depth metrics (delta1, abs_rel, rmse, ...) on a folder of images with ground-truth depth PNGs",
         description=_EVAL_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("folder", metavar="FOLDER", help="images with <name>_depth.png ground truth beside them")
     evaluate.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR", help="hub id or checkpoint folder")
@@ -325,12 +336,7 @@ def _add_eval_parser(commands) -> None:
     evaluate.add_argument("--min-depth", type=float, metavar="M", help="smallest valid depth, meters")
     evaluate.add_argument("--max-depth", type=float, metavar="M", help="largest valid depth, meters")
     evaluate.add_argument("--crop", choices=CROPS, help="evaluation crop (default: the dataset's)")
-    evaluate.add_argument(
-        "--flip", action=argparse.BooleanOptionalAction, default=True, help="average with the mirrored image"
-    )
-    evaluate.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per model call")
-    evaluate.add_argument("--dtype", choices=DTYPES, default="float32", help="compute type (default float32)")
-    evaluate.add_argument("--routing", choices=ROUTINGS, default="per_image", help="head choice for nyu-kitti")
+    _add_estimator_options(evaluate)
     evaluate.add_argument("--per-image", action="store_true", help="also print a row per image")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=_evaluate)
