@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoedepth_jax.config import BeitConfig
-from zoedepth_jax.modeling.layers import DenseBlock, Dtype, layer_norm
+from zoedepth_jax.modeling.layers import DenseBlock, Dtype, dense, layer_norm
 from zoedepth_jax.ops import resize_bilinear
 
 
@@ -71,7 +71,7 @@ class SelfAttention(nn.Module):
         head_dim = width // heads
 
         def project(name, bias=True):  # -> [B, heads, N+1, head_dim]
-            y = nn.Dense(width, use_bias=bias, dtype=self.dtype, name=name)(x)
+            y = dense(width, self.dtype, name, use_bias=bias)(x)
             return y.reshape(batch, tokens, heads, head_dim).transpose(0, 2, 1, 3)
 
         query, key, value = project("query"), project("key", bias=False), project("value")
@@ -80,7 +80,7 @@ class SelfAttention(nn.Module):
         scores = scores * head_dim**-0.5 + bias[None]
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # fp32 softmax, as transformers
         weights = nn.Dropout(self.config.attention_probs_dropout_prob, name="dropout")(weights, deterministic)
-        context = jnp.einsum("bhqk,bhkd->bhqd", weights, value)
+        context = jnp.einsum("bhqk,bhkd->bhqd", weights, value, preferred_element_type=jnp.float32).astype(self.dtype)
         return context.transpose(0, 2, 1, 3).reshape(batch, tokens, width)
 
 

@@ -7,9 +7,27 @@ Parameter names follow the Hugging Face module tree: a PyTorch module `a.b.3.c` 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 Dtype = jnp.dtype
+
+
+def dot_accumulating_in_f32(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+    """`lax.dot_general` that accumulates in fp32 and returns the inputs' dtype.
+
+    For fp32 inputs this is the plain dot. For bf16 it is the form XLA:CPU runs on AMX (bf16 inputs, fp32
+    result); a bf16 -> bf16 dot runs there in fp32 with conversions, about half as fast (measured on a BEiT-L
+    MLP matmul). On GPU/TPU it is what the matrix units do anyway.
+    """
+    del preferred_element_type  # always fp32 here
+    result = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
+    return result.astype(jnp.result_type(lhs.dtype, rhs.dtype))
+
+
+def dense(features: int, dtype: Dtype, name: str, use_bias: bool = True) -> nn.Dense:
+    """A linear layer computing in `dtype` with fp32 accumulation (see `dot_accumulating_in_f32`)."""
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, dot_general=dot_accumulating_in_f32, name=name)
 
 
 def conv(features: int, kernel: int, name: str, dtype: Dtype, stride: int = 1, padding: int = 0, bias: bool = True):
@@ -39,7 +57,7 @@ class DenseBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(self.features, dtype=self.dtype, name="dense")(x)
+        return dense(self.features, self.dtype, "dense")(x)
 
 
 class UpsampleConvTranspose(nn.Module):
