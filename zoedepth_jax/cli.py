@@ -104,6 +104,21 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _estimator_from_args(args: argparse.Namespace):
+    """The `DepthEstimator` that the options of `_add_estimator_options` describe."""
+    import jax.numpy as jnp
+
+    from zoedepth_jax.pipeline import DepthEstimator
+
+    return DepthEstimator(
+        args.model,
+        flip=args.flip,
+        batch_size=args.batch_size,
+        dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype],
+        routing=args.routing,
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoedepth-jax", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,10 +200,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _predict(args: argparse.Namespace) -> int:
     import jax
-    import jax.numpy as jnp
 
     from zoedepth_jax import folder_inference
-    from zoedepth_jax.pipeline import DepthEstimator
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ZoeDepthError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -208,13 +221,7 @@ def _predict(args: argparse.Namespace) -> int:
         message = f"{summary.skipped} image(s) already done in {out_dir}, skipped (--overwrite redoes them)"
         print(message, file=sys.stderr)
     if todo:
-        estimator = DepthEstimator(
-            args.model,
-            flip=args.flip,
-            batch_size=args.batch_size,
-            dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype],
-            routing=args.routing,
-        )
+        estimator = _estimator_from_args(args)
         ran = folder_inference.run_jobs(todo, estimator, args.npy, color, progress=not args.no_progress)
         summary.done, summary.failed = ran.done, summary.failed + ran.failed
     total = folder_inference.total_over_processes(summary)
@@ -345,11 +352,9 @@ def _add_eval_parser(commands) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import jax.numpy as jnp
     from tqdm import tqdm
 
     from zoedepth_jax import evaluation
-    from zoedepth_jax.pipeline import DepthEstimator
 
     overrides = {"depth_scale": args.depth_scale, "min_depth": args.min_depth, "max_depth": args.max_depth}
     overrides["crop"] = args.crop
@@ -366,13 +371,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"warning: {image}: no {image.stem}{evaluation.DEPTH_SUFFIX} beside it (skipped)", file=sys.stderr)
     if not pairs:
         raise ZoeDepthError(f"no image with a <name>{evaluation.DEPTH_SUFFIX} ground truth in {folder}")
-    estimator = DepthEstimator(
-        args.model,
-        flip=args.flip,
-        batch_size=args.batch_size,
-        dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype],
-        routing=args.routing,
-    )
+    estimator = _estimator_from_args(args)
     with tqdm(total=len(pairs), unit="image", disable=args.no_progress, file=sys.stderr) as bar:
         results = evaluation.evaluate_pairs(estimator, pairs, settings, progress=bar.update)
     failed = [r for r in results if r.error]
