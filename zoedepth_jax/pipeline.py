@@ -35,6 +35,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
+from zoedepth_jax.compute_dtype import cast_to_compute_dtype
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput
 from zoedepth_jax.processing import ZoeDepthImageProcessor, load_image
 from zoedepth_jax.weights import PREPROCESSOR_CONFIG_NAME, from_pretrained, resolve
@@ -75,8 +76,9 @@ class DepthEstimator:
             else the released Intel settings.
         flip: also run the horizontally flipped image and average the two (the original `infer_pil` does).
         batch_size: images per model call (default: one per device); see the module docstring for padding.
-        dtype: compute dtype of the backbone and neck (`jnp.float32`, the default, or `jnp.bfloat16`); weights
-            stay fp32. For a module passed in, None keeps the module's own.
+        dtype: compute dtype of the backbone and neck (`jnp.float32`, the default, or `jnp.bfloat16`); with
+            bf16, the weights used only in bf16 are stored in it (identical outputs, see `compute_dtype`). For a
+            module passed in, None keeps the module's own.
         routing: "per_image" (the default) or "batch", for models with several heads (nyu-kitti). For a module
             passed in, None keeps the module's own.
         devices: the devices to run on, data parallel (default: all of this process's devices).
@@ -117,7 +119,7 @@ class DepthEstimator:
         mesh = Mesh(np.array(self.devices), ("data",))
         self._split = NamedSharding(mesh, PartitionSpec("data"))  # batch axis over the devices
         self._replicated = NamedSharding(mesh, PartitionSpec())
-        self.variables = jax.device_put(variables, self._replicated)
+        self.variables = jax.device_put(cast_to_compute_dtype(self.model, variables), self._replicated)
         self.processor = processor if processor is not None else ZoeDepthImageProcessor()
         self.flip = flip
         self.batch_size = batch_size

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoedepth_jax import checkpoint_map, original_checkpoint
+from zoedepth_jax.compute_dtype import cast_to_compute_dtype
 from zoedepth_jax.config import ZoeDepthConfig
 from zoedepth_jax.errors import CheckpointError, ConfigError
 from zoedepth_jax.files import write_atomically
@@ -305,7 +306,10 @@ def from_pretrained(
 
     `path_or_hub_id`: a folder in Hugging Face layout, a folder written by `save_pretrained`, a hub id such
     as "Intel/zoedepth-nyu-kitti", or an original isl-org checkpoint file such as `ZoeD_M12_NK.pt` (needs torch;
-    read with weights_only=True). Parameters are fp32; `dtype` is the compute dtype.
+    read with weights_only=True). `dtype` is the compute dtype of the backbone, neck and relative head.
+    Parameters are fp32, except that with a bf16 (or fp16) `dtype` those the model only uses in that dtype are
+    stored in it (`compute_dtype.cast_to_compute_dtype`: identical outputs, half the memory). Train from an fp32
+    load.
 
     For an original `.pt` file only:
       variant: "N", "K" or "NK"; detected from the keys when None, and an error if the file holds another.
@@ -335,7 +339,7 @@ def from_pretrained(
         shapes = _target_shapes(model)
         params = checkpoint_map.convert_hf_state_dict(state, config, shapes, source=str(source))
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.float32), params)
-    return model, {"params": params}
+    return model, cast_to_compute_dtype(model, {"params": params})
 
 
 def save_pretrained(
