@@ -28,6 +28,19 @@ def inverse_attractor(dx: jnp.ndarray) -> jnp.ndarray:
     return dx / (1 + ATTRACTOR_ALPHA * dx**ATTRACTOR_GAMMA)
 
 
+def sum_in_order(terms) -> jnp.ndarray:
+    """The sum of `terms` (arrays of one shape) as a chain of adds, first term first.
+
+    Used for sums over a short channel axis (bins, attractors): XLA:CPU runs `jnp.sum(a * b, axis=-1)` over 64 bins
+    at 384x512 as a library reduction that took 170 ms on 2 cores; the chain fuses into one elementwise loop (4 ms),
+    and adds in torch's order for a reduction over the channels of an NCHW tensor.
+    """
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
 def resize_to(x: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
     """Bilinear (align_corners=True) resize of NHWC `x` to the spatial size of `like`."""
     return resize_bilinear(x, like.shape[1:3], align_corners=True)
@@ -98,8 +111,8 @@ class AttractorLayer(nn.Module):
         else:
             attractors = nn.softplus(conv(self.n_attractors, 1, "conv2", F32)(x))
         bins = resize_to(prev_bins, embedding)  # [B, h, w, n_bins]
-        shift = inverse_attractor(attractors[..., :, None] - bins[..., None, :])  # [B, h, w, n_att, n_bins]
-        shift = shift.sum(axis=-2)
+        # One [B, h, w, n_bins] term per attractor (no [B, h, w, n_att, n_bins] tensor in memory).
+        shift = sum_in_order([inverse_attractor(attractors[..., i, None] - bins) for i in range(self.n_attractors)])
         if self.kind == "mean":
             shift = shift / self.n_attractors
         new_bins = bins + shift

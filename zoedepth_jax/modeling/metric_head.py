@@ -28,6 +28,7 @@ from zoedepth_jax.modeling.metric_bins import (
     Projector,
     SeedBinRegressor,
     resize_to,
+    sum_in_order,
 )
 from zoedepth_jax.modeling.router import MLPClassifier, PatchTransformerEncoder
 
@@ -100,4 +101,5 @@ class MetricHead(nn.Module):
         )
         self.sow("intermediates", f"bin_centers_{bins.name}", centers)
         probabilities = log_binomial(last, resize_to(prev_embedding, last))
-        return jnp.sum(probabilities * resize_to(centers, last), axis=-1)
+        weighted = probabilities * resize_to(centers, last)  # [B, H, W, n_bins]
+        return sum_in_order([weighted[..., k] for k in range(bins.n_bins)])
