@@ -39,6 +39,22 @@ def _used_only_as(jaxpr, dtype) -> list[bool]:
     ]
 
 
+def parameter_dtypes(model: ZoeDepthForDepthEstimation, params) -> dict:
+    """The dtype each parameter is best stored in for `model`: `model.dtype` where every use of it is a conversion
+    to that dtype, else fp32. `params`: the params tree (arrays or `jax.ShapeDtypeStruct`s; only shapes are read).
+    """
+    as_fp32 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32), params)
+    if jnp.dtype(model.dtype) == jnp.float32:
+        return jax.tree_util.tree_map(lambda _: jnp.dtype(jnp.float32), as_fp32)
+    patch = model.config.backbone_config.patch_size
+    pixels = jax.ShapeDtypeStruct((1, 2 * patch, 2 * patch, 3), jnp.float32)  # uses do not depend on the size
+    jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(as_fp32, pixels).jaxpr
+    leaves, treedef = jax.tree_util.tree_flatten(as_fp32)
+    convertible = _used_only_as(jaxpr, model.dtype)[: len(leaves)]
+    dtypes = [jnp.dtype(model.dtype) if ok else jnp.dtype(jnp.float32) for ok in convertible]
+    return jax.tree_util.tree_unflatten(treedef, dtypes)
+
+
 def cast_to_compute_dtype(model: ZoeDepthForDepthEstimation, variables: dict) -> dict:
     """`variables` with every fp32 parameter that `model` only uses in `model.dtype` stored in that dtype.
 
@@ -46,15 +62,10 @@ def cast_to_compute_dtype(model: ZoeDepthForDepthEstimation, variables: dict) ->
     """
     if jnp.dtype(model.dtype) == jnp.float32:
         return variables
-    params = variables["params"]
-    patch = model.config.backbone_config.patch_size
-    pixels = jax.ShapeDtypeStruct((1, 2 * patch, 2 * patch, 3), jnp.float32)  # uses do not depend on the size
-    as_fp32 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32), params)
-    jaxpr = jax.make_jaxpr(lambda p, x: model.apply({**variables, "params": p}, x))(as_fp32, pixels).jaxpr
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    convertible = _used_only_as(jaxpr, model.dtype)[: len(leaves)]
-    cast = [
-        leaf.astype(model.dtype) if ok and jnp.dtype(leaf.dtype) == jnp.float32 else leaf
-        for leaf, ok in zip(leaves, convertible, strict=True)
-    ]
-    return {**variables, "params": jax.tree_util.tree_unflatten(treedef, cast)}
+    dtypes = parameter_dtypes(model, variables["params"])
+    params = jax.tree_util.tree_map(
+        lambda leaf, dtype: leaf.astype(dtype) if jnp.dtype(leaf.dtype) == jnp.float32 else leaf,
+        variables["params"],
+        dtypes,
+    )
+    return {**variables, "params": params}

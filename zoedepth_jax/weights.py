@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoedepth_jax import checkpoint_map, original_checkpoint
-from zoedepth_jax.compute_dtype import cast_to_compute_dtype
+from zoedepth_jax.compute_dtype import parameter_dtypes
 from zoedepth_jax.config import ZoeDepthConfig
 from zoedepth_jax.errors import CheckpointError, ConfigError
 from zoedepth_jax.files import write_atomically
@@ -209,8 +209,21 @@ def _target_shapes(model: ZoeDepthForDepthEstimation) -> dict:
     return _param_shapes(model.config)  # dtype and routing change no parameter
 
 
+def _move_to_jax(tree: dict, dtypes: Mapping) -> dict:
+    """Replaces each numpy leaf of the nested dict `tree` by a JAX array of its dtype in `dtypes`, in place and one
+    at a time: each memory-mapped tensor is unmapped as soon as it is copied, so loading peaks at the parameters
+    plus one tensor, not plus the whole file. Returns `tree`."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _move_to_jax(value, dtypes[key])
+        else:
+            tree[key] = jnp.asarray(value, dtype=dtypes[key])
+    return tree
+
+
 def load_params(folder: Path, config: ZoeDepthConfig, model: ZoeDepthForDepthEstimation) -> dict:
-    """Reads the weights in `folder` (see the module docstring for the formats) as an fp32 params tree."""
+    """Reads the weights in `folder` (see the module docstring for the formats) as a params tree, each parameter
+    in the dtype `compute_dtype.parameter_dtypes` gives it for `model`."""
     shapes = _target_shapes(model)
     present = [name for name in WEIGHT_NAMES if (folder / name).is_file()]
     if not present:
@@ -223,6 +236,7 @@ def load_params(folder: Path, config: ZoeDepthConfig, model: ZoeDepthForDepthEst
             raise CheckpointError(f"{path} lacks the metadata format=flax that save_pretrained writes")
         checkpoint_map.check_flax_params(flat, shapes, str(path))
         params = checkpoint_map.unflatten_params(flat)
+        del flat  # the params tree holds the only references to the mapped tensors
     else:
         if name == SAFETENSORS_NAME:
             state = read_safetensors(path)[0]
@@ -231,7 +245,8 @@ def load_params(folder: Path, config: ZoeDepthConfig, model: ZoeDepthForDepthEst
         else:
             state = read_pytorch_bin(path)
         params = checkpoint_map.convert_hf_state_dict(state, config, shapes, source=str(path))
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.float32), params)
+        del state
+    return _move_to_jax(params, parameter_dtypes(model, shapes))
 
 
 def _resolve_hub_id(repo_id: str, revision: str | None, cache_dir: str | None) -> Path:
@@ -308,8 +323,7 @@ def from_pretrained(
     as "Intel/zoedepth-nyu-kitti", or an original isl-org checkpoint file such as `ZoeD_M12_NK.pt` (needs torch;
     read with weights_only=True). `dtype` is the compute dtype of the backbone, neck and relative head.
     Parameters are fp32, except that with a bf16 (or fp16) `dtype` those the model only uses in that dtype are
-    stored in it (`compute_dtype.cast_to_compute_dtype`: identical outputs, half the memory). Train from an fp32
-    load.
+    stored in it (`compute_dtype.parameter_dtypes`: identical outputs, half the memory). Train from an fp32 load.
 
     For an original `.pt` file only:
       variant: "N", "K" or "NK"; detected from the keys when None, and an error if the file holds another.
@@ -338,8 +352,9 @@ def from_pretrained(
     else:
         shapes = _target_shapes(model)
         params = checkpoint_map.convert_hf_state_dict(state, config, shapes, source=str(source))
-        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.float32), params)
-    return model, cast_to_compute_dtype(model, {"params": params})
+        del state
+        params = _move_to_jax(params, parameter_dtypes(model, shapes))
+    return model, {"params": params}
 
 
 def save_pretrained(

@@ -123,6 +123,24 @@ class AttractorLayer(nn.Module):
         return new_bins, centers
 
 
+class SplitInputConv1x1(nn.Module):
+    """A 1x1 convolution (params `kernel [1, 1, in, out]`, `bias [out]`, as `nn.Conv`) of `main` concatenated with
+    `condition` bilinearly resized (align_corners=True) to `main`'s size, computed as
+    `main @ W_main + resize(condition @ W_condition) + bias`."""
+
+    features: int
+    in_features: int
+
+    @nn.compact
+    def __call__(self, main, condition):  # [B, H, W, C1], [B, h, w, C2] -> [B, H, W, features]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, self.in_features, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        split = main.shape[-1]
+        main_part = jnp.einsum("bhwc,cf->bhwf", main, kernel[0, 0, :split])
+        condition_part = jnp.einsum("bhwc,cf->bhwf", condition, kernel[0, 0, split:])
+        return main_part + resize_to(condition_part, main) + bias
+
+
 def log_binomial_coefficients(n_classes: int, eps: float = 1e-7) -> np.ndarray:
     """log C(K-1, k) for k = 0..K-1 by Stirling's approximation, with transformers' epsilons, in float32.
 
@@ -137,7 +155,14 @@ def log_binomial_coefficients(n_classes: int, eps: float = 1e-7) -> np.ndarray:
 
 class ConditionalLogBinomial(nn.Module):
     """Per-pixel MLP giving a probability p and a temperature t, then a softmax over `n_classes` bins of the
-    log-binomial log C(K-1, k) + k log p + (K-1-k) log(1-p), divided by t."""
+    log-binomial log C(K-1, k) + k log p + (K-1-k) log(1-p), divided by t.
+
+    The MLP's first layer is a 1x1 convolution of `main` concatenated with the condition resized to `main`'s size.
+    A 1x1 convolution commutes with a bilinear resize (both are linear, one over channels, one over pixels), so
+    the condition's share is projected at its own resolution and then resized: the same function, without the
+    full-resolution concatenation (at 384x512: 160 channels in, 40 out) in memory. Rounding differs from the
+    concatenated form in the last bits only.
+    """
 
     n_classes: int
     bottleneck: int
@@ -145,9 +170,11 @@ class ConditionalLogBinomial(nn.Module):
     max_temp: float
 
     @nn.compact
-    def __call__(self, main, condition):  # [B, H, W, C1], [B, H, W, C2] -> probabilities [B, H, W, n_classes]
+    def __call__(self, main, condition):  # [B, H, W, C1], [B, h, w, C2] -> probabilities [B, H, W, n_classes]
+        in_features = main.shape[-1] + condition.shape[-1]
+        first = SplitInputConv1x1(self.bottleneck, in_features, name="mlp_0")
+        x = first(main, condition)
         eps = 1e-4
-        x = conv(self.bottleneck, 1, "mlp_0", F32)(jnp.concatenate([main, condition], axis=-1))
         x = nn.softplus(conv(4, 1, "mlp_2", F32)(nn.gelu(x, approximate=False))) + eps
         p = x[..., 0:1] / (x[..., 0:1] + x[..., 1:2])
         t = x[..., 2:3] / (x[..., 2:3] + x[..., 3:4])

@@ -100,6 +100,6 @@ class MetricHead(nn.Module):
             name=f"conditional_log_binomial{suffix}",
         )
         self.sow("intermediates", f"bin_centers_{bins.name}", centers)
-        probabilities = log_binomial(last, resize_to(prev_embedding, last))
+        probabilities = log_binomial(last, prev_embedding)  # resizes the embedding itself
         weighted = probabilities * resize_to(centers, last)  # [B, H, W, n_bins]
         return sum_in_order([weighted[..., k] for k in range(bins.n_bins)])
