@@ -83,7 +83,7 @@ OPTIMIZER_ABS = 1e-6
 OPENVINO_F32_DEPTH_RELATIVE = 1e-2
 
 # The bf16 configurations of the same benchmark (jax_bf16, torch_eager_bf16, openvino_default on CPUs with bf16):
-# per-pixel medians measured 3e-3 to 7e-3, maxima 0.1-0.35 (on a few pixels). The
-# median is the stable figure; this bound catches a wrong image or layout: the two images of the batch swapped
-# give a median of 0.09, an upside-down image (depth flipped back) 0.26.
+# per-pixel medians measured 3e-3 to 7e-3, maxima 0.1-0.35 (on a few pixels). The median is the stable figure;
+# this bound catches a wrong image or layout: the two images of the batch swapped give a median of 0.09, an
+# upside-down image (depth flipped back) 0.26.
 BF16_DEPTH_MEDIAN_RELATIVE = 5e-2

@@ -1,0 +1,140 @@
+"""benchmarks/cpu_peers.py on the tiny model: every runtime runs in its worker, is timed, and agrees with PyTorch
+eager fp32; the memory budget splits configurations into groups that each carry their own reference."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tolerances import BF16_DEPTH_MEDIAN_RELATIVE, FP32_RELATIVE, OPENVINO_F32_DEPTH_RELATIVE
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "cpu_peers.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import cpu_peers  # noqa: E402
+
+# Written out rather than imported from the script: a configuration it silently dropped must fail here.
+QUICK_CONFIGS = [
+    "jax_fp32",
+    "jax_bf16",
+    "torch_eager_fp32",
+    "torch_eager_bf16",
+    "openvino_default",
+    "openvino_f32",
+    "onnxruntime",
+]
+FP32_MAX_ERROR = {"jax_fp32": FP32_RELATIVE, "onnxruntime": FP32_RELATIVE, "openvino_f32": OPENVINO_F32_DEPTH_RELATIVE}
+BF16_CONFIGS = ["jax_bf16", "torch_eager_bf16", "openvino_default"]
+
+
+def run_benchmark(out: Path, *arguments: str) -> dict:
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(out), *arguments],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        check=True,
+        timeout=600,
+    )
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> dict:
+    return run_benchmark(tmp_path_factory.mktemp("cpu_peers") / "quick.json")
+
+
+def by_config(result: dict) -> dict[str, dict]:
+    rows = {row["config"]: row for row in result["results"]}
+    assert len(rows) == len(result["results"]), "a configuration appears twice"
+    return rows
+
+
+def test_every_configuration_is_timed(quick):
+    assert quick["settings"]["runs"] == 2 and quick["settings"]["batch_sizes"] == [2]
+    rows = by_config(quick)
+    assert sorted(rows) == sorted(QUICK_CONFIGS)
+    for config, row in rows.items():
+        assert row["status"] == "ok", (config, row.get("error"))
+        assert row["batch"] == 2 and row["group"] == 1, (config, row["batch"], row["group"])
+        times = row["times_s"]
+        assert len(times) == 2 and all(math.isfinite(t) and t > 0 for t in times), (config, times)
+        assert row["min_s"] <= row["median_s"] <= row["max_s"], (config, row)
+        assert row["median_s"] == statistics.median(times)
+        assert row["images_per_s"] == pytest.approx(2 / row["median_s"])
+        assert row["peak_rss_mib"] >= row["rss_after_warmup_mib"] > 0, config
+    anchor_median = rows["torch_eager_fp32"]["median_s"]
+    for config, row in rows.items():
+        assert row["speedup_vs_torch_eager_fp32"] == pytest.approx(anchor_median / row["median_s"]), config
+
+
+def test_compile_times_cover_their_step(quick):
+    rows = by_config(quick)
+    for config, row in rows.items():
+        if config.startswith("torch_eager"):
+            assert row["compile_s"] is None, config
+        else:
+            assert math.isfinite(row["compile_s"]) and row["compile_s"] > 0, config
+    openvino = rows["openvino_f32"]["details"]
+    assert openvino["compile_covers"] == "convert + compile" and "float32" in openvino["inference_precision"]
+    assert rows["openvino_f32"]["compile_s"] == pytest.approx(openvino["convert_s"] + openvino["compile_model_s"])
+    onnx = rows["onnxruntime"]["details"]
+    assert onnx["exporter"] in ("dynamo", "torchscript (dynamo=False)")
+    assert (onnx["exporter"] == "dynamo") == ("dynamo_export_error" not in onnx), onnx
+    assert rows["onnxruntime"]["compile_s"] == pytest.approx(onnx["export_s"] + onnx["session_s"])
+
+
+def test_depth_agrees_with_torch_eager_fp32(quick):
+    rows = by_config(quick)
+    assert "depth_error_vs_torch_eager_fp32" not in rows["torch_eager_fp32"]  # the reference itself
+    for config, bound in FP32_MAX_ERROR.items():
+        error = rows[config]["depth_error_vs_torch_eager_fp32"]
+        assert isinstance(error, dict), (config, error)  # not "non-finite output"
+        assert 0 <= error["median"] <= error["max"] < bound, (config, error)
+    for config in BF16_CONFIGS:
+        error = rows[config]["depth_error_vs_torch_eager_fp32"]
+        assert isinstance(error, dict), (config, error)  # not "non-finite output"
+        assert math.isfinite(error["max"]) and error["median"] < BF16_DEPTH_MEDIAN_RELATIVE, (config, error)
+
+
+def test_machine_facts(quick):
+    machine = quick["machine"]
+    assert machine["cpu_model"] and machine["logical_cpus"] >= 1 and machine["memory_total_gib"] > 0
+    assert set(machine["cpu_flags"]) >= {"amx_tile", "amx_bf16"}
+    assert len(quick["load_average_start"]) == 3 and len(quick["load_average_end"]) == 3
+    for package in ("jax", "torch", "transformers", "openvino", "onnxruntime"):
+        assert quick["versions"][package], package
+
+
+def test_groups_are_packed_in_order_within_the_budget():
+    estimates = {"torch_eager_fp32": 3, "jax_fp32": 4, "jax_bf16": 5, "openvino_f32": 8, "onnxruntime": 19}
+    configs = ["jax_fp32", "torch_eager_fp32", "jax_bf16", "openvino_f32", "onnxruntime"]
+    groups, skipped = cpu_peers.plan_groups(configs, estimates, budget_mib=16)
+    assert groups == [["jax_fp32", "jax_bf16"], ["openvino_f32"]]  # 3 + 4 + 5 fits, + 8 would not
+    assert skipped == ["onnxruntime"]  # 3 + 19 exceeds the budget on its own
+    assert cpu_peers.plan_groups(["torch_eager_fp32"], estimates, budget_mib=16) == ([[]], [])  # the anchor alone
+
+
+def test_memory_budget_gives_each_group_its_own_anchor(tmp_path):
+    """A budget that fits the anchor beside either configuration but not beside both (the tiny model's estimates
+    are ~1.1 GiB each, LIBRARIES_MIB dominating): two groups, each with its own torch_eager_fp32, which its
+    configuration's speedup refers to."""
+    arguments = ["--configs", "jax_fp32,torch_eager_bf16", "--batch-sizes", "1", "--runs", "1"]
+    result = run_benchmark(tmp_path / "groups.json", *arguments, "--memory-budget-gib", "2.5")
+    groups = {}
+    for row in result["results"]:
+        assert row["status"] == "ok", row
+        groups.setdefault(row["group"], {})[row["config"]] = row
+    assert {g: sorted(rows) for g, rows in groups.items()} == {
+        1: ["jax_fp32", "torch_eager_fp32"],
+        2: ["torch_eager_bf16", "torch_eager_fp32"],
+    }
+    for rows in groups.values():
+        anchor = rows["torch_eager_fp32"]
+        assert anchor["anchor"]
+        for row in rows.values():
+            assert row["speedup_vs_torch_eager_fp32"] == pytest.approx(anchor["median_s"] / row["median_s"])
