@@ -109,6 +109,7 @@ class DepthEstimator:
                 raise ValueError("a ZoeDepthForDepthEstimation module needs its `variables`")
             overrides = {"dtype": dtype, "routing": routing}
             self.model = model.clone(**{name: value for name, value in overrides.items() if value is not None})
+            variables = cast_to_compute_dtype(self.model, variables)  # from_pretrained does this when loading
         else:
             if variables is not None:
                 raise ValueError("`variables` is only for a module; a checkpoint path or hub id brings its own")
@@ -119,7 +120,7 @@ class DepthEstimator:
         mesh = Mesh(np.array(self.devices), ("data",))
         self._split = NamedSharding(mesh, PartitionSpec("data"))  # batch axis over the devices
         self._replicated = NamedSharding(mesh, PartitionSpec())
-        self.variables = jax.device_put(cast_to_compute_dtype(self.model, variables), self._replicated)
+        self.variables = jax.device_put(variables, self._replicated)
         self.processor = processor if processor is not None else ZoeDepthImageProcessor()
         self.flip = flip
         self.batch_size = batch_size
