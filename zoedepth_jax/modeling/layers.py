@@ -31,7 +31,10 @@ def dense(features: int, dtype: Dtype, name: str, use_bias: bool = True) -> nn.D
 
 
 def conv(features: int, kernel: int, name: str, dtype: Dtype, stride: int = 1, padding: int = 0, bias: bool = True):
-    """A 2-D convolution with torch's explicit symmetric zero padding (Flax's 'SAME' pads differently for stride 2)."""
+    """A 2-D convolution with torch's explicit symmetric zero padding (Flax's 'SAME' pads differently for stride 2).
+    A 1x1 convolution (stride 1, no padding) is a `Conv1x1`."""
+    if kernel == 1 and stride == 1 and padding == 0:
+        return Conv1x1(features, dtype, use_bias=bias, name=name)
     return nn.Conv(
         features,
         kernel_size=(kernel, kernel),
@@ -41,6 +44,30 @@ def conv(features: int, kernel: int, name: str, dtype: Dtype, stride: int = 1, p
         dtype=dtype,
         name=name,
     )
+
+
+class Conv1x1(nn.Module):
+    """A 1x1 convolution computed as a matmul over the channel axis, with `nn.Conv`'s parameters
+    (`kernel [1, 1, in, out]`, `bias [out]`) and initialisers.
+
+    XLA:CPU runs a 1x1 `conv_general_dilated` well below its dot rate (measured on 2 cores, fp32: 36 vs 176 GFLOP/s
+    at 192x256 with 256 -> 64 channels, 35 vs 174 at 128 -> 128, 159 vs 187 at 96x128 with 256 -> 256), and in
+    bf16 the dot takes the bf16 path (`dot_accumulating_in_f32`) where a convolution is converted to fp32.
+    """
+
+    features: int
+    dtype: Dtype = jnp.float32
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):  # [..., C_in] -> [..., features]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features))
+        y = dot_accumulating_in_f32(
+            x.astype(self.dtype), kernel.astype(self.dtype)[0, 0], (((x.ndim - 1,), (0,)), ((), ()))
+        )
+        if not self.use_bias:
+            return y
+        return y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
 
 
 def layer_norm(epsilon: float, name: str) -> nn.LayerNorm:

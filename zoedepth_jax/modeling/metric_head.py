@@ -28,7 +28,6 @@ from zoedepth_jax.modeling.metric_bins import (
     Projector,
     SeedBinRegressor,
     resize_to,
-    sum_in_order,
 )
 from zoedepth_jax.modeling.router import MLPClassifier, PatchTransformerEncoder
 
@@ -100,6 +99,4 @@ class MetricHead(nn.Module):
             name=f"conditional_log_binomial{suffix}",
         )
         self.sow("intermediates", f"bin_centers_{bins.name}", centers)
-        probabilities = log_binomial(last, prev_embedding)  # resizes the embedding itself
-        weighted = probabilities * resize_to(centers, last)  # [B, H, W, n_bins]
-        return sum_in_order([weighted[..., k] for k in range(bins.n_bins)])
+        return log_binomial(last, prev_embedding, centers)  # resizes the embedding and the centres itself
