@@ -1,0 +1,59 @@
+"""Layers that compute a convolution another way than `nn.Conv`: same parameters, same function."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tolerances import LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
+
+from zoedepth_jax.modeling.layers import Conv1x1, Conv3x3InRowTiles, conv
+
+
+def _random(shape, seed, dtype=jnp.float32):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
+def _as_flax_conv(module, kernel_size, padding, x):
+    """The same module's parameters, re-drawn at a scale that gives O(1) outputs, and `nn.Conv` with them."""
+    params = module.init(jax.random.key(0), x)["params"]
+    assert params["kernel"].shape == (kernel_size, kernel_size, x.shape[-1], module.features)
+    fan_in = kernel_size * kernel_size * x.shape[-1]
+    params = {"kernel": _random(params["kernel"].shape, 1) / np.sqrt(fan_in), "bias": _random(params["bias"].shape, 2)}
+    flax_conv = nn.Conv(module.features, (kernel_size, kernel_size), padding=((padding, padding),) * 2)
+    return params, flax_conv
+
+
+def test_conv1x1_is_nn_conv():
+    x = _random((2, 7, 5, 48), seed=3)
+    module = Conv1x1(96)
+    params, flax_conv = _as_flax_conv(module, 1, 0, x)
+    ours = module.apply({"params": params}, x)
+    reference = flax_conv.apply({"params": params}, x)
+    assert float(jnp.std(reference)) > 0.5  # not degenerate
+    assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE
+
+
+@pytest.mark.parametrize("height", [13, 8, 3])  # a partial last tile, exactly one tile, fewer rows than a tile
+def test_conv3x3_in_row_tiles_is_nn_conv_in_bf16(height):
+    x = _random((2, height, 5, 24), seed=4, dtype=jnp.bfloat16)
+    module = Conv3x3InRowTiles(128)
+    params, flax_conv = _as_flax_conv(module, 3, 1, x)
+    params = jax.tree.map(lambda p: p.astype(jnp.bfloat16).astype(jnp.float32), params)  # exact in bf16
+    ours = module.apply({"params": params}, x)
+    assert ours.dtype == jnp.bfloat16 and ours.shape == (2, height, 5, 128)
+    reference = flax_conv.apply({"params": params}, x.astype(jnp.float32))  # fp32 on the same values
+    assert float(jnp.std(reference)) > 0.5
+    assert relative_error(ours, reference) <= LAYER_BF16_RELATIVE
+    shifted = jnp.roll(reference, 1, axis=2)  # a tap off by one pixel is far outside the bound
+    assert relative_error(ours, shifted) > 10 * LAYER_BF16_RELATIVE
+
+
+def test_conv_picks_the_fast_forms():
+    assert isinstance(conv(64, 1, "c", jnp.float32), Conv1x1)
+    assert isinstance(conv(128, 3, "c", jnp.bfloat16, padding=1), Conv3x3InRowTiles)
+    assert isinstance(conv(128, 3, "c", jnp.float32, padding=1), nn.Conv)  # fp32: XLA's convolution is as fast
+    assert isinstance(conv(32, 3, "c", jnp.bfloat16, padding=1), nn.Conv)  # narrow: XLA's is faster
+    assert isinstance(conv(128, 3, "c", jnp.bfloat16, stride=2, padding=1), nn.Conv)
