@@ -1,4 +1,4 @@
-"""Layers that compute a convolution another way than `nn.Conv`: same parameters, same function."""
+"""Pieces of the model computed another way than the obvious library call (for speed): same function."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from tolerances import LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
 
 from zoedepth_jax.modeling.layers import Conv1x1, Conv3x3InRowTiles, conv
+from zoedepth_jax.modeling.metric_bins import sort_last_axis
 
 
 def _random(shape, seed, dtype=jnp.float32):
@@ -57,3 +58,11 @@ def test_conv_picks_the_fast_forms():
     assert isinstance(conv(128, 3, "c", jnp.float32, padding=1), nn.Conv)  # fp32: XLA's convolution is as fast
     assert isinstance(conv(32, 3, "c", jnp.bfloat16, padding=1), nn.Conv)  # narrow: XLA's is faster
     assert isinstance(conv(128, 3, "c", jnp.bfloat16, stride=2, padding=1), nn.Conv)
+
+
+@pytest.mark.parametrize("bins", [64, 16, 2, 1, 48])  # 48: not a power of two, the library sort
+def test_sort_last_axis_is_sort(bins):
+    x = np.random.default_rng(bins).standard_normal((3, 4, 5, bins)).astype(np.float32)
+    x[0, 0, 0, : bins // 2] = 0.5  # ties
+    x[1, 1, 1] = np.sort(x[1, 1, 1])[::-1]  # reversed
+    np.testing.assert_array_equal(np.asarray(jax.jit(sort_last_axis)(jnp.asarray(x))), np.sort(x, axis=-1))

@@ -34,6 +34,33 @@ def attractor_shift(attractors: jnp.ndarray, bins: jnp.ndarray) -> jnp.ndarray:
     return sum_in_order([inverse_attractor(attractors[..., i, None] - bins) for i in range(attractors.shape[-1])])
 
 
+def sort_last_axis(x: jnp.ndarray) -> jnp.ndarray:
+    """`jnp.sort(x, axis=-1)` (for values without NaN), as a bitonic sorting network when the axis is a power of 2.
+
+    XLA:CPU's sort of 64 bins per pixel took 255 ms at 192x256 on 2 cores; the network is 21 rounds of elementwise
+    min/max over the pixel's bins, which fuse. The result is the same multiset in ascending order, so it equals the
+    library sort exactly.
+    """
+    n = x.shape[-1]
+    if n & (n - 1):
+        return jnp.sort(x, axis=-1)
+    lead = x.shape[:-1]
+    size = 2
+    while size <= n:  # merge ascending/descending runs of size/2 into runs of `size`, alternating direction
+        half = size // 2
+        while half >= 1:  # compare-exchange the elements `half` apart inside each run
+            pairs = x.reshape(*lead, n // (2 * half), 2, half)
+            low, high = jnp.minimum(pairs[..., 0, :], pairs[..., 1, :]), jnp.maximum(pairs[..., 0, :], pairs[..., 1, :])
+            # Element i of a run of `size` sorts ascending when bit `size` of i is 0 (the last round: always).
+            block = np.arange(n // (2 * half)) * 2 * half
+            ascending = jnp.asarray(((block & size) == 0)[:, None])
+            first, second = jnp.where(ascending, low, high), jnp.where(ascending, high, low)
+            x = jnp.stack([first, second], axis=-2).reshape(*lead, n)
+            half //= 2
+        size *= 2
+    return x
+
+
 def sum_in_order(terms) -> jnp.ndarray:
     """The sum of `terms` (arrays of one shape) as a chain of adds, first term first.
 
@@ -136,15 +163,21 @@ class AttractorLayer(nn.Module):
         else:
             attractors = nn.softplus(conv(self.n_attractors, 1, "conv2", F32)(x))
         bins = resize_to(prev_bins, embedding)  # [B, h, w, n_bins]
-        shift = in_row_tiles(attractor_shift, attractors, bins)
-        if self.kind == "mean":
-            shift = shift / self.n_attractors
-        new_bins = bins + shift
+        n_bins = bins.shape[-1]
+
+        def move(attractors, bins):  # one tile -> new bins, and for normed bins the metric centres after them
+            shift = attractor_shift(attractors, bins)
+            new_bins = bins + (shift / self.n_attractors if self.kind == "mean" else shift)
+            if not self.normed:
+                return new_bins
+            centers = (self.max_depth - self.min_depth) * new_bins + self.min_depth
+            centers = jnp.clip(sort_last_axis(centers), self.min_depth, self.max_depth)
+            return jnp.concatenate([new_bins, centers], axis=-1)
+
+        moved = in_row_tiles(move, attractors, bins)
         if not self.normed:
-            return new_bins, new_bins
-        centers = (self.max_depth - self.min_depth) * new_bins + self.min_depth
-        centers = jnp.clip(jnp.sort(centers, axis=-1), self.min_depth, self.max_depth)
-        return new_bins, centers
+            return moved, moved
+        return moved[..., :n_bins], moved[..., n_bins:]
 
 
 class Conv1x1Weights(nn.Module):
