@@ -192,30 +192,42 @@ def jax_stage_times(model, variables, x, runs: int) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_and_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --runs, --batch, --height, --width and --json, shared with openvino_stages.py."""
     parser.add_argument("--checkpoint", type=Path, help="a save_pretrained folder; built (nyu-kitti, full) if absent")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--json", type=Path)
+
+
+def checkpoint_and_images(args, scratch: Path):
+    """The checkpoint folder (`--checkpoint`, or the released nyu-kitti architecture with re-drawn weights built
+    there or in `scratch`) and the input images [B, 3, H, W]."""
+    import reference
+
+    folder = args.checkpoint
+    if folder is None or not (folder / "config.json").exists():
+        folder = folder or scratch / "checkpoint"
+        reference.build("nyu-kitti", folder, seed=0, full=True)
+    return folder, reference.test_images(args.batch, args.height, args.width, seed=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_and_input_arguments(parser)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--skip-torch", action="store_true")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     import jax.numpy as jnp
-    import reference
     from transformers import ZoeDepthForDepthEstimation
 
     from zoedepth_jax.weights import from_pretrained
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.checkpoint
-        if folder is None or not (folder / "config.json").exists():
-            folder = folder or Path(tmp) / "checkpoint"
-            reference.build("nyu-kitti", folder, seed=0, full=True)
-        images = reference.test_images(args.batch, args.height, args.width, seed=1)
+        folder, images = checkpoint_and_images(args, Path(tmp))
         model, variables = from_pretrained(folder, dtype=jnp.dtype(args.dtype))
         jax_times = jax_stage_times(model, variables, images.transpose(0, 2, 3, 1), args.runs)
         del variables

@@ -138,3 +138,25 @@ def test_memory_budget_gives_each_group_its_own_anchor(tmp_path):
         assert anchor["anchor"]
         for row in rows.values():
             assert row["speedup_vs_torch_eager_fp32"] == pytest.approx(anchor["median_s"] / row["median_s"])
+
+
+def test_openvino_stages_attributes_the_dense_work_of_each_stage(tmp_path):
+    """benchmarks/openvino_stages.py on the tiny model: its node counters land in the model's stages, and the
+    multiply-adds it counts from the compiled graph cover the backbone's q/k/v/MLP matmuls and attention."""
+    import openvino_stages
+    import reference
+
+    folder = tmp_path / "tiny"
+    model = reference.build("nyu-kitti", folder, seed=0)
+    batch, height, width = 1, 64, 96
+    result = openvino_stages.profile(folder, reference.test_images(batch, height, width, seed=1), True, runs=2)
+    stages = result["by_stage"]
+    for stage in ("attention", "mlp", "neck", "relative_head", "metric_head"):
+        assert stages[stage]["s"] > 0 and stages[stage]["dense_gflop"] > 0, stage
+    backbone = model.config.backbone_config
+    tokens = (height // backbone.patch_size) * (width // backbone.patch_size) + 1
+    layers, hidden = backbone.num_hidden_layers, backbone.hidden_size
+    mlp = layers * batch * 2 * 2 * tokens * hidden * backbone.intermediate_size / 1e9
+    attention = layers * batch * 2 * (4 * tokens * hidden * hidden + 2 * tokens * tokens * hidden) / 1e9
+    assert math.isclose(stages["mlp"]["dense_gflop"], mlp, rel_tol=1e-6)
+    assert math.isclose(stages["attention"]["dense_gflop"], attention, rel_tol=1e-6)
