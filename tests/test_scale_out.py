@@ -63,6 +63,13 @@ def test_four_devices_give_the_single_device_results(checkpoint, photo_folder, t
         assert len(leaf.sharding.device_set) == 4  # parameters replicated on every device
         depths = [d["predicted_depth"] for d in estimator(paths)]
         np.savez(out, *depths, compiles=estimator.compile_count)
+        # Every device computes its own images only: no loop of the model may gather the sharded batch.
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        split = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
+        x = jax.device_put(np.zeros((8, 64, 96, 3), np.float32), split)
+        hlo = jax.jit(estimator.model.apply).lower(estimator.variables, x).compile().as_text()
+        for collective in ("all-gather", "all-to-all", "collective-permute", "all-reduce"):
+            assert collective + "(" not in hlo, collective
         """,
         4,
         str(checkpoint),

@@ -58,55 +58,52 @@ class RelativePositionBias(nn.Module):
         return jnp.concatenate([offsets.reshape(-1, self.num_heads), table[-3:]], axis=0).T
 
 
-# Queries per step of `attention_with_relative_bias`: a step's scores, bias and weights ([heads, 64, N+1] fp32, ~3 MB
-# for BEiT-L at 384x512) stay in cache between the two matmuls and the softmax. Measured on 2 CPU cores (one BEiT-L
-# layer at 384x512): 32 to 64 rows halve the time of the unchunked form; 256 rows keep less than half of that gain.
+# Queries per step of `attention_with_relative_bias`, by batch size: a step's scores, bias and weights
+# ([B, heads, chunk, N+1] fp32: ~3 MB for one BEiT-L image at 384x512 and 64 queries) stay in cache between the two
+# matmuls and the softmax. Measured on 2 CPU cores, one BEiT-L layer at 384x512: at batch 1, 32 to 64 queries halve
+# the time of the unchunked form (256 keep less than half of that gain); at batch 8, 32 queries per step took
+# 437 ms, 64 took 735 (and 16, 523).
 QUERY_CHUNK = 64
+QUERY_CHUNK_BATCHED = 32
 
 
 def attention_with_relative_bias(query, key, value, bias_table, bias_index, dropout_rate=0.0, dropout_rng=None):
     """softmax(q k^T / sqrt(d) + bias) v, with the bias gathered from `bias_table [heads, entries]` by the static
-    `bias_index [Nq, Nk]`, computed one image and one chunk of queries at a time.
+    `bias_index [Nq, Nk]`, computed one chunk of queries (of every image) at a time.
 
     The whole `[B, heads, Nq, Nk]` score tensor never exists: XLA:CPU has no fused attention, and writing the
     scores, the bias and the weights of a BEiT-L layer to memory and reading them back cost more than the matmuls
-    (measured: 85 ms per layer unchunked, 46 ms in chunks, fp32, identical outputs). Steps cover one image each,
-    so that a step stays cache-sized at any batch (at batch 8, chunks spanning the batch took 395 ms per layer,
-    per-image chunks 279 ms). Each output row depends on its own query only, so the result is the unchunked one:
-    scores and softmax in fp32, weights and context in the inputs' dtype with fp32 accumulation. Dropout on the
-    weights (training) draws one key per step.
+    (measured: 85 ms per layer unchunked, 46 ms in chunks, fp32, identical outputs). The loop runs over chunks of
+    queries, never over images: the batch axis stays a plain axis of every step, so a batch sharded over devices
+    stays sharded (a loop over images made XLA gather every image's q, k and v onto every device). Each output row
+    depends on its own query only, so the result is the unchunked one: scores and softmax in fp32, weights and
+    context in the inputs' dtype with fp32 accumulation. Dropout on the weights (training) draws one key per step.
     `query [B, heads, Nq, d]`, `key`/`value [B, heads, Nk, d]` -> `[B, heads, Nq, d]`.
     """
     batch, heads, num_queries, head_dim = query.shape
-    num_chunks = -(-num_queries // QUERY_CHUNK)
+    num_chunks = -(-num_queries // (QUERY_CHUNK if batch == 1 else QUERY_CHUNK_BATCHED))
     chunk = -(-num_queries // num_chunks)  # the fewest padded rows for that many chunks
     padding = num_chunks * chunk - num_queries
     rows = jnp.asarray(np.pad(bias_index, ((0, padding), (0, 0))).reshape(num_chunks, chunk, -1))
     queries = jnp.pad(query, ((0, 0), (0, 0), (0, padding), (0, 0)))
-    queries = queries.reshape(batch, heads, num_chunks, chunk, head_dim).transpose(0, 2, 1, 3, 4)
-    queries = queries.reshape(batch * num_chunks, heads, chunk, head_dim)  # steps: image-major, then chunk
-    image_of_step = jnp.repeat(jnp.arange(batch), num_chunks)
-    chunk_of_step = jnp.tile(jnp.arange(num_chunks), batch)
+    queries = queries.reshape(batch, heads, num_chunks, chunk, head_dim).transpose(2, 0, 1, 3, 4)
     dropping = dropout_rate > 0
-    steps = batch * num_chunks
-    keys = jax.random.split(dropout_rng, steps) if dropping else jnp.zeros((steps,))
+    keys = jax.random.split(dropout_rng, num_chunks) if dropping else jnp.zeros((num_chunks,))
 
-    def step(_, step_inputs):  # one image's chunk: [heads, chunk, d] -> [heads, chunk, d]
-        query_chunk, image, chunk_index, step_key = step_inputs
-        image_keys = jax.lax.dynamic_index_in_dim(key, image, keepdims=False)  # [heads, Nk, d]
-        image_values = jax.lax.dynamic_index_in_dim(value, image, keepdims=False)
-        scores = jnp.einsum("hqd,hkd->hqk", query_chunk, image_keys, preferred_element_type=jnp.float32)
-        bias = bias_table[:, jax.lax.dynamic_index_in_dim(rows, chunk_index, keepdims=False)]
-        weights = jax.nn.softmax(scores * head_dim**-0.5 + bias, axis=-1).astype(query.dtype)  # fp32 softmax
+    def step(_, chunk_inputs):  # one chunk: [B, heads, chunk, d] -> [B, heads, chunk, d]
+        query_chunk, row_indices, chunk_key = chunk_inputs
+        scores = jnp.einsum("bhqd,bhkd->bhqk", query_chunk, key, preferred_element_type=jnp.float32)
+        scores = scores * head_dim**-0.5 + bias_table[:, row_indices][None]
+        weights = jax.nn.softmax(scores, axis=-1).astype(query.dtype)  # fp32 softmax, as transformers
         if dropping:
-            keep = jax.random.bernoulli(step_key, 1.0 - dropout_rate, weights.shape)
+            keep = jax.random.bernoulli(chunk_key, 1.0 - dropout_rate, weights.shape)
             weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(query.dtype)
-        context = jnp.einsum("hqk,hkd->hqd", weights, image_values, preferred_element_type=jnp.float32)
+        context = jnp.einsum("bhqk,bhkd->bhqd", weights, value, preferred_element_type=jnp.float32)
         return None, context.astype(query.dtype)
 
-    _, context = jax.lax.scan(step, None, (queries, image_of_step, chunk_of_step, keys))  # [steps, heads, chunk, d]
-    context = context.reshape(batch, num_chunks, heads, chunk, head_dim).transpose(0, 2, 1, 3, 4)
-    return context.reshape(batch, heads, num_chunks * chunk, head_dim)[:, :, :num_queries]
+    _, context = jax.lax.scan(step, None, (queries, rows, keys))  # [chunks, B, heads, chunk, d]
+    context = context.transpose(1, 2, 0, 3, 4).reshape(batch, heads, num_chunks * chunk, head_dim)
+    return context[:, :, :num_queries]
 
 
 class SelfAttention(nn.Module):

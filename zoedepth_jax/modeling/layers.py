@@ -76,19 +76,21 @@ class Conv1x1(nn.Module):
 # Output channels from which `Conv3x3InRowTiles` beats XLA:CPU's bf16 convolution (measured on 2 cores, 3x3, bf16:
 # 256 -> 256 channels at 96x128 317 vs 197 GFLOP/s, 256 -> 128 at 192x256 216 vs 163, 128 -> 32 at 384x512 80 vs 120).
 ROW_TILED_CONV_MIN_FEATURES = 128
-# Output rows per step of `Conv3x3InRowTiles` (2, 4, 8, 16 measured: 8 is best or within 2% of it at every shape).
+# Image rows per step of `Conv3x3InRowTiles` (2, 4, 8, 16 measured at batch 1: 8 is best or within 2% of it at every
+# shape); at batch B a step covers max(1, 8 // B) rows of every image.
 CONV_TILE_ROWS = 8
 
 
 class Conv3x3InRowTiles(nn.Module):
-    """A 3x3 convolution, stride 1, zero padding 1, computed `CONV_TILE_ROWS` output rows at a time as three matmuls
-    (one per kernel row) over the three column shifts of the tile's input rows, accumulating in fp32. Parameters
-    and initialisers are `nn.Conv`'s (`kernel [3, 3, in, out]`, `bias [out]`).
+    """A 3x3 convolution, stride 1, zero padding 1, computed a band of output rows (of every image) at a time as
+    three matmuls (one per kernel row) over the three column shifts of the band's input rows, accumulating in fp32.
+    Parameters and initialisers are `nn.Conv`'s (`kernel [3, 3, in, out]`, `bias [out]`). The loop runs over rows,
+    never over images, so a batch sharded over devices stays sharded.
 
     For bf16: XLA:CPU has no bf16 convolution (it converts to fp32 and runs the fp32 one), while a bf16 matmul with
     fp32 accumulation runs about twice as fast as fp32 on avx512_bf16 / AMX. Whole-image forms of the same matmuls
     (9 shifted products, im2col) were slower than the fp32 convolution: the shifted copies and the partial sums
-    went through memory. A tile's copies (`[rows + 2, W, 3 * C_in]`) stay in cache.
+    went through memory. A band's copies (`[B, rows + 2, W, 3 * C_in]`) stay in cache.
     """
 
     features: int
@@ -100,27 +102,27 @@ class Conv3x3InRowTiles(nn.Module):
         batch, height, width, channels = x.shape
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, channels, self.features))
         by_kernel_row = kernel.astype(self.dtype).reshape(3, 3 * channels, self.features)  # (dx, c_in) flattened
-        rows = CONV_TILE_ROWS
+        rows = max(1, CONV_TILE_ROWS // batch)
         tiles = -(-height // rows)
         # One zero row and column on each side (the convolution's padding), plus rows up to a whole tile.
         padded = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1 + tiles * rows - height), (1, 1), (0, 0)))
 
-        def tile(step):  # -> [rows, W, features]
-            image, first_row = step // tiles, (step % tiles) * rows
-            band = jax.lax.dynamic_slice(padded, (image, first_row, 0, 0), (1, rows + 2, width + 2, channels))[0]
-            shifts = jnp.concatenate([band[:, dx : dx + width] for dx in range(3)], axis=-1)  # [rows + 2, W, 3 C_in]
+        def tile(first_row):  # -> [B, rows, W, features]
+            band = jax.lax.dynamic_slice_in_dim(padded, first_row, rows + 2, axis=1)  # [B, rows + 2, W + 2, C_in]
+            shifts = jnp.concatenate([band[:, :, dx : dx + width] for dx in range(3)], axis=-1)  # [B, rows+2, W, 3C]
             total = None
             for dy in range(3):
                 term = jax.lax.dot_general(
-                    shifts[dy : dy + rows],
+                    shifts[:, dy : dy + rows],
                     by_kernel_row[dy],
-                    (((2,), (0,)), ((), ())),
+                    (((3,), (0,)), ((), ())),
                     preferred_element_type=jnp.float32,
                 )
                 total = term if total is None else total + term
             return total.astype(self.dtype)
 
-        y = jax.lax.map(tile, jnp.arange(batch * tiles)).reshape(batch, tiles * rows, width, self.features)[:, :height]
+        y = jax.lax.map(tile, jnp.arange(tiles) * rows)  # [tiles, B, rows, W, features]
+        y = y.swapaxes(0, 1).reshape(batch, tiles * rows, width, self.features)[:, :height]
         if not self.use_bias:
             return y
         return y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)

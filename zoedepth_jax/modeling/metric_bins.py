@@ -75,22 +75,28 @@ def sum_in_order(terms) -> jnp.ndarray:
 
 
 def in_row_tiles(fn, *maps, rows: int = 8):
-    """`fn(*maps)` for a per-pixel `fn`, computed `rows` image rows at a time in a loop.
+    """`fn(*maps)` for a per-pixel `fn`, computed a band of image rows at a time in a loop.
 
-    `maps` are NHWC of one B, H, W; `fn` takes tiles `[rows, W, C_i]` and returns `[rows, W, C_out]`; the result is
-    `[B, H, W, C_out]`. Why: XLA:CPU fuses a chain of per-pixel operations into the resize (gather) that consumes
-    it, and then writes each expensive term of the chain to memory on its own and recomputes the chain per gather
-    tap (measured: the 16 attractor terms at 192x256, 16 passes over 12.6 MB each, ~130 ms per stage on 2 cores
-    whose memory bandwidth is ~4 GB/s; `optimization_barrier` does not prevent it on CPU). In a loop body the chain
-    is one fusion over a cache-sized tile, and its output a buffer that nothing fuses into.
+    `maps` are NHWC of one B, H, W; `fn` takes tiles `[B, rows', W, C_i]` and returns `[B, rows', W, C_out]`; the
+    result is `[B, H, W, C_out]`. A step covers `rows' = max(1, rows // B)` rows of every image (about `rows` image
+    rows of work); the loop runs over rows, never over images, so a batch sharded over devices stays sharded.
+    Why: XLA:CPU fuses a chain of per-pixel operations into the resize (gather) that consumes it, and then writes
+    each expensive term of the chain to memory on its own and recomputes the chain per gather tap (measured: the
+    16 attractor terms at 192x256, 16 passes over 12.6 MB each, ~130 ms per stage on 2 cores whose memory
+    bandwidth is ~4 GB/s; `optimization_barrier` does not prevent it on CPU). In a loop body the chain is one
+    fusion over a cache-sized tile, and its output a buffer that nothing fuses into.
     """
     batch, height, width = maps[0].shape[:3]
-    total = batch * height
-    tiles = -(-total // rows)
-    pad = tiles * rows - total
-    flat = [jnp.pad(m.reshape(total, width, -1), ((0, pad), (0, 0), (0, 0)), mode="edge") for m in maps]
-    out = jax.lax.map(lambda ts: fn(*ts), [f.reshape(tiles, rows, width, -1) for f in flat])
-    return out.reshape(tiles * rows, width, -1)[:total].reshape(batch, height, width, -1)
+    rows = max(1, rows // batch)
+    tiles = -(-height // rows)
+    pad = tiles * rows - height
+
+    def as_tiles(m):  # [B, H, W, C] -> [tiles, B, rows, W, C]
+        m = jnp.pad(m, ((0, 0), (0, pad), (0, 0), (0, 0)), mode="edge")
+        return m.reshape(batch, tiles, rows, width, -1).swapaxes(0, 1)
+
+    out = jax.lax.map(lambda ts: fn(*ts), [as_tiles(m) for m in maps])  # [tiles, B, rows, W, C_out]
+    return out.swapaxes(0, 1).reshape(batch, tiles * rows, width, -1)[:, :height]
 
 
 def resize_to(x: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
@@ -240,9 +246,9 @@ class ConditionalLogBinomial(nn.Module):
         last = jnp.asarray(self.n_classes - 1, F32)
         coefficients = log_binomial_coefficients(self.n_classes)
 
-        def depth(main, condition_part, centers):  # one tile: [T, W, C1], [T, W, bottleneck], [T, W, K] -> [T, W, 1]
-            x = jnp.einsum("twc,cf->twf", main, first_kernel[:split]) + condition_part + first_bias
-            x = jnp.einsum("twc,cf->twf", nn.gelu(x, approximate=False), second_kernel) + second_bias
+        def depth(main, condition_part, centers):  # one tile: [..., C1], [..., bottleneck], [..., K] -> [..., 1]
+            x = jnp.einsum("...c,cf->...f", main, first_kernel[:split]) + condition_part + first_bias
+            x = jnp.einsum("...c,cf->...f", nn.gelu(x, approximate=False), second_kernel) + second_bias
             x = nn.softplus(x) + eps
             p = x[..., 0:1] / (x[..., 0:1] + x[..., 1:2])
             t = x[..., 2:3] / (x[..., 2:3] + x[..., 3:4])
