@@ -66,3 +66,16 @@ def test_sort_last_axis_is_sort(bins):
     x[0, 0, 0, : bins // 2] = 0.5  # ties
     x[1, 1, 1] = np.sort(x[1, 1, 1])[::-1]  # reversed
     np.testing.assert_array_equal(np.asarray(jax.jit(sort_last_axis)(jnp.asarray(x))), np.sort(x, axis=-1))
+
+
+def test_row_tiled_layers_export_with_a_symbolic_batch():
+    """`jax.export` with a symbolic batch (zoedepth_jax.export) traces the row loops without a concrete batch size."""
+    from jax import export
+
+    module = Conv3x3InRowTiles(128)
+    x = _random((2, 5, 4, 8), seed=5, dtype=jnp.bfloat16)
+    params = module.init(jax.random.key(0), x)
+    (batch,) = export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((batch, 5, 4, 8), jnp.bfloat16)
+    exported = export.export(jax.jit(module.apply))(params, spec)
+    np.testing.assert_array_equal(np.asarray(exported.call(params, x)), np.asarray(jax.jit(module.apply)(params, x)))

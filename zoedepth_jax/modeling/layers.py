@@ -81,6 +81,12 @@ ROW_TILED_CONV_MIN_FEATURES = 128
 CONV_TILE_ROWS = 8
 
 
+def rows_per_step(rows: int, batch) -> int:
+    """Rows of every image that one step of a loop over row bands covers, for about `rows` image rows of work:
+    max(1, rows // batch), or 1 when the batch size is symbolic (`jax.export` with a symbolic batch)."""
+    return max(1, rows // batch) if isinstance(batch, int) else 1
+
+
 class Conv3x3InRowTiles(nn.Module):
     """A 3x3 convolution, stride 1, zero padding 1, computed a band of output rows (of every image) at a time as
     three matmuls (one per kernel row) over the three column shifts of the band's input rows, accumulating in fp32.
@@ -102,7 +108,7 @@ class Conv3x3InRowTiles(nn.Module):
         batch, height, width, channels = x.shape
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, channels, self.features))
         by_kernel_row = kernel.astype(self.dtype).reshape(3, 3 * channels, self.features)  # (dx, c_in) flattened
-        rows = max(1, CONV_TILE_ROWS // batch)
+        rows = rows_per_step(CONV_TILE_ROWS, batch)
         tiles = -(-height // rows)
         # One zero row and column on each side (the convolution's padding), plus rows up to a whole tile.
         padded = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1 + tiles * rows - height), (1, 1), (0, 0)))

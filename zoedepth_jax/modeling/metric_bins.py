@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax.modeling.layers import conv
+from zoedepth_jax.modeling.layers import conv, rows_per_step
 from zoedepth_jax.ops import resize_bilinear
 
 F32 = jnp.float32
@@ -78,8 +78,8 @@ def in_row_tiles(fn, *maps, rows: int = 8):
     """`fn(*maps)` for a per-pixel `fn`, computed a band of image rows at a time in a loop.
 
     `maps` are NHWC of one B, H, W; `fn` takes tiles `[B, rows', W, C_i]` and returns `[B, rows', W, C_out]`; the
-    result is `[B, H, W, C_out]`. A step covers `rows' = max(1, rows // B)` rows of every image (about `rows` image
-    rows of work); the loop runs over rows, never over images, so a batch sharded over devices stays sharded.
+    result is `[B, H, W, C_out]`. A step covers `rows' = rows_per_step(rows, B)` rows of every image (about `rows`
+    image rows of work); the loop runs over rows, never over images, so a batch sharded over devices stays sharded.
     Why: XLA:CPU fuses a chain of per-pixel operations into the resize (gather) that consumes it, and then writes
     each expensive term of the chain to memory on its own and recomputes the chain per gather tap (measured: the
     16 attractor terms at 192x256, 16 passes over 12.6 MB each, ~130 ms per stage on 2 cores whose memory
@@ -87,7 +87,7 @@ def in_row_tiles(fn, *maps, rows: int = 8):
     fusion over a cache-sized tile, and its output a buffer that nothing fuses into.
     """
     batch, height, width = maps[0].shape[:3]
-    rows = max(1, rows // batch)
+    rows = rows_per_step(rows, batch)
     tiles = -(-height // rows)
     pad = tiles * rows - height
 
