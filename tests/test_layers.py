@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from tolerances import LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
 
+from zoedepth_jax.modeling.beit import attention_with_relative_bias, relative_position_index
 from zoedepth_jax.modeling.layers import Conv1x1, Conv3x3InRowTiles, conv
 from zoedepth_jax.modeling.metric_bins import sort_last_axis
 
@@ -79,3 +80,25 @@ def test_row_tiled_layers_export_with_a_symbolic_batch():
     spec = jax.ShapeDtypeStruct((batch, 5, 4, 8), jnp.bfloat16)
     exported = export.export(jax.jit(module.apply))(params, spec)
     np.testing.assert_array_equal(np.asarray(exported.call(params, x)), np.asarray(jax.jit(module.apply)(params, x)))
+
+
+def _attention_whole(query, key, value, bias_table, bias_index):
+    """The textbook form: every score of every head at once."""
+    scores = jnp.einsum("bhqd,bhkd->bhqk", query, key) * query.shape[-1] ** -0.5 + bias_table[:, bias_index][None]
+    return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), value)
+
+
+# batch 1, 3, 5: one, two and three query chunks; 4 heads: two per step; 3 heads: one per step
+@pytest.mark.parametrize("batch, heads, grid", [(1, 4, (3, 5)), (3, 4, (4, 4)), (5, 3, (2, 7)), (2, 1, (1, 1))])
+def test_attention_in_steps_is_whole_attention(batch, heads, grid):
+    tokens = grid[0] * grid[1] + 1
+    query, key, value = (_random((batch, heads, tokens, 8), seed) * 2 for seed in (6, 7, 8))
+    bias_index = relative_position_index(grid)
+    bias_table = _random((heads, int(bias_index.max()) + 1), seed=9)
+    attend = jax.jit(lambda q, k, v, table: attention_with_relative_bias(q, k, v, table, bias_index))
+    ours = attend(query, key, value, bias_table)
+    reference = _attention_whole(query, key, value, bias_table, bias_index)
+    assert ours.shape == reference.shape and float(jnp.std(reference)) > 0.3
+    assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE
+    swapped = jnp.roll(reference, 1, axis=1)  # another head's output is far outside the bound
+    assert heads == 1 or relative_error(ours, swapped) > 0.1

@@ -58,51 +58,74 @@ class RelativePositionBias(nn.Module):
         return jnp.concatenate([offsets.reshape(-1, self.num_heads), table[-3:]], axis=0).T
 
 
-# Queries per step of `attention_with_relative_bias`, by batch size: a step's scores, bias and weights
-# ([B, heads, chunk, N+1] fp32: ~3 MB for one BEiT-L image at 384x512 and 64 queries) stay in cache between the two
-# matmuls and the softmax. Measured on 2 CPU cores, one BEiT-L layer at 384x512: at batch 1, 32 to 64 queries halve
-# the time of the unchunked form (256 keep less than half of that gain); at batch 8, 32 queries per step took
-# 437 ms, 64 took 735 (and 16, 523).
-QUERY_CHUNK = 64
-QUERY_CHUNK_BATCHED = 32
+# Steps of `attention_with_relative_bias`: each covers HEADS_PER_STEP heads and one chunk of queries, of every
+# image. Measured on 2 CPU cores, one BEiT-L layer at 384x512 (16 heads, 769 tokens), ms per layer fp32 / bf16:
+# batch 1: 2 heads x all 769 queries 24-30 / 17-21, against 30-45 / 18-22 for the earlier steps of 64 queries of
+# all 16 heads; batch 4: 2 heads x 385 queries 112 / 104 against 175 / 127 (32 queries x 16 heads); batch 8:
+# 2 heads x 193 queries 237 / 191 against 310 / 265. Per (image, head) the two matmuls are then [Nq, 64] x
+# [64, N] and [Nq, N] x [N, 64] with Nq in the hundreds, which XLA:CPU's dot runs far faster than many small ones;
+# a step's scores ([B, 2, Nq, N] fp32, ~5-10 MB) still stay in the last-level cache. Queries per step shrink
+# as the batch grows: ceil(B / 2) chunks, so a step holds about 2 x 2 x 769 score rows.
+HEADS_PER_STEP = 2
+QUERY_CHUNKS_SYMBOLIC_BATCH = 4  # `jax.export` with a symbolic batch: the batch-8 choice
+
+
+def query_chunks(batch) -> int:
+    """How many chunks the queries are split into, for a batch size (an int, or symbolic under `jax.export`)."""
+    return -(-batch // 2) if isinstance(batch, int) else QUERY_CHUNKS_SYMBOLIC_BATCH
 
 
 def attention_with_relative_bias(query, key, value, bias_table, bias_index, dropout_rate=0.0, dropout_rng=None):
     """softmax(q k^T / sqrt(d) + bias) v, with the bias gathered from `bias_table [heads, entries]` by the static
-    `bias_index [Nq, Nk]`, computed one chunk of queries (of every image) at a time.
+    `bias_index [Nq, Nk]`, computed a few heads and one chunk of queries (of every image) at a time.
 
     The whole `[B, heads, Nq, Nk]` score tensor never exists: XLA:CPU has no fused attention, and writing the
     scores, the bias and the weights of a BEiT-L layer to memory and reading them back cost more than the matmuls
-    (measured: 85 ms per layer unchunked, 46 ms in chunks, fp32, identical outputs). The loop runs over chunks of
-    queries, never over images: the batch axis stays a plain axis of every step, so a batch sharded over devices
-    stays sharded (a loop over images made XLA gather every image's q, k and v onto every device). Each output row
-    depends on its own query only, so the result is the unchunked one: scores and softmax in fp32, weights and
-    context in the inputs' dtype with fp32 accumulation. Dropout on the weights (training) draws one key per step.
+    (measured: 85 ms per layer unchunked, 24-30 ms in these steps, fp32, identical outputs). The loops run over
+    heads and chunks of queries, never over images: the batch axis stays a plain axis of every step, so a batch
+    sharded over devices stays sharded (a loop over images made XLA gather every image's q, k and v onto every
+    device). Each output row depends on its own query and head only, so the result is the unchunked one: scores
+    and softmax in fp32, weights and context in the inputs' dtype with fp32 accumulation. Dropout on the weights
+    (training) draws one key per step.
     `query [B, heads, Nq, d]`, `key`/`value [B, heads, Nk, d]` -> `[B, heads, Nq, d]`.
     """
     batch, heads, num_queries, head_dim = query.shape
-    num_chunks = -(-num_queries // (QUERY_CHUNK if batch == 1 else QUERY_CHUNK_BATCHED))
+    num_keys = key.shape[2]
+    heads_per_step = HEADS_PER_STEP if heads % HEADS_PER_STEP == 0 else 1
+    groups = heads // heads_per_step
+    num_chunks = min(query_chunks(batch), num_queries)
     chunk = -(-num_queries // num_chunks)  # the fewest padded rows for that many chunks
     padding = num_chunks * chunk - num_queries
-    rows = jnp.asarray(np.pad(bias_index, ((0, padding), (0, 0))).reshape(num_chunks, chunk, -1))
-    queries = jnp.pad(query, ((0, 0), (0, 0), (0, padding), (0, 0)))
-    queries = queries.reshape(batch, heads, num_chunks, chunk, head_dim).transpose(2, 0, 1, 3, 4)
+    rows = jnp.asarray(np.pad(bias_index, ((0, padding), (0, 0))).reshape(num_chunks, chunk, num_keys))
+
+    def by_group(x):  # [B, heads, ...] -> [groups, B, heads_per_step, ...]
+        return jnp.moveaxis(x.reshape(batch, groups, heads_per_step, *x.shape[2:]), 1, 0)
+
+    queries = jnp.pad(query, ((0, 0), (0, 0), (0, padding), (0, 0))).reshape(batch, heads, num_chunks, chunk, -1)
+    queries = jnp.moveaxis(by_group(queries), 3, 1)  # [groups, chunks, B, heads_per_step, chunk, d]
+    tables = bias_table.reshape(groups, heads_per_step, -1)
     dropping = dropout_rate > 0
-    keys = jax.random.split(dropout_rng, num_chunks) if dropping else jnp.zeros((num_chunks,))
+    step_keys = jax.random.split(dropout_rng, (groups, num_chunks)) if dropping else jnp.zeros((groups, num_chunks))
 
-    def step(_, chunk_inputs):  # one chunk: [B, heads, chunk, d] -> [B, heads, chunk, d]
-        query_chunk, row_indices, chunk_key = chunk_inputs
-        scores = jnp.einsum("bhqd,bhkd->bhqk", query_chunk, key, preferred_element_type=jnp.float32)
-        scores = scores * head_dim**-0.5 + bias_table[:, row_indices][None]
-        weights = jax.nn.softmax(scores, axis=-1).astype(query.dtype)  # fp32 softmax, as transformers
-        if dropping:
-            keep = jax.random.bernoulli(chunk_key, 1.0 - dropout_rate, weights.shape)
-            weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(query.dtype)
-        context = jnp.einsum("bhqk,bhkd->bhqd", weights, value, preferred_element_type=jnp.float32)
-        return None, context.astype(query.dtype)
+    def group_step(_, group_inputs):  # one group of heads, all queries: -> [chunks, B, heads_per_step, chunk, d]
+        group_queries, group_key, group_value, table, chunk_keys = group_inputs
 
-    _, context = jax.lax.scan(step, None, (queries, rows, keys))  # [chunks, B, heads, chunk, d]
-    context = context.transpose(1, 2, 0, 3, 4).reshape(batch, heads, num_chunks * chunk, head_dim)
+        def chunk_step(_, chunk_inputs):  # [B, heads_per_step, chunk, d] -> same
+            query_chunk, row_indices, chunk_key = chunk_inputs
+            scores = jnp.einsum("bhqd,bhkd->bhqk", query_chunk, group_key, preferred_element_type=jnp.float32)
+            scores = scores * head_dim**-0.5 + table[:, row_indices][None]
+            weights = jax.nn.softmax(scores, axis=-1).astype(query.dtype)  # fp32 softmax, as transformers
+            if dropping:
+                keep = jax.random.bernoulli(chunk_key, 1.0 - dropout_rate, weights.shape)
+                weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(query.dtype)
+            context = jnp.einsum("bhqk,bhkd->bhqd", weights, group_value, preferred_element_type=jnp.float32)
+            return None, context.astype(query.dtype)
+
+        return None, jax.lax.scan(chunk_step, None, (group_queries, rows, chunk_keys))[1]
+
+    inputs = (queries, by_group(key), by_group(value), tables, step_keys)
+    _, context = jax.lax.scan(group_step, None, inputs)  # [groups, chunks, B, heads_per_step, chunk, d]
+    context = context.transpose(2, 0, 3, 1, 4, 5).reshape(batch, heads, num_chunks * chunk, head_dim)
     return context[:, :, :num_queries]
 
 
