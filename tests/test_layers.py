@@ -10,7 +10,7 @@ import pytest
 from tolerances import LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
 
 from zoedepth_jax.modeling.beit import attention_with_relative_bias, relative_position_index
-from zoedepth_jax.modeling.layers import Conv1x1, Conv3x3InRowTiles, conv
+from zoedepth_jax.modeling.layers import Conv1x1, Conv3x3InRowTiles, StridedConvAsMatmul, conv
 from zoedepth_jax.modeling.metric_bins import sort_last_axis
 
 
@@ -18,13 +18,13 @@ def _random(shape, seed, dtype=jnp.float32):
     return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
 
 
-def _as_flax_conv(module, kernel_size, padding, x):
+def _as_flax_conv(module, kernel_size, padding, x, stride=1):
     """The same module's parameters, re-drawn at a scale that gives O(1) outputs, and `nn.Conv` with them."""
     params = module.init(jax.random.key(0), x)["params"]
     assert params["kernel"].shape == (kernel_size, kernel_size, x.shape[-1], module.features)
     fan_in = kernel_size * kernel_size * x.shape[-1]
     params = {"kernel": _random(params["kernel"].shape, 1) / np.sqrt(fan_in), "bias": _random(params["bias"].shape, 2)}
-    flax_conv = nn.Conv(module.features, (kernel_size, kernel_size), padding=((padding, padding),) * 2)
+    flax_conv = nn.Conv(module.features, (kernel_size, kernel_size), strides=stride, padding=((padding, padding),) * 2)
     return params, flax_conv
 
 
@@ -53,12 +53,27 @@ def test_conv3x3_in_row_tiles_is_nn_conv_in_bf16(height):
     assert relative_error(ours, shifted) > 10 * LAYER_BF16_RELATIVE
 
 
+# odd and even sizes: the last output row/column reads the padding or not; 2x2: a single output pixel
+@pytest.mark.parametrize("height, width, kernel, stride", [(7, 5, 3, 2), (8, 6, 3, 2), (2, 2, 3, 2), (9, 9, 3, 3)])
+def test_strided_conv_as_matmul_is_nn_conv(height, width, kernel, stride):
+    x = _random((2, height, width, 24), seed=10)
+    module = StridedConvAsMatmul(40, kernel, stride, padding=1)
+    params, flax_conv = _as_flax_conv(module, kernel, 1, x, stride=stride)
+    ours = module.apply({"params": params}, x)
+    reference = flax_conv.apply({"params": params}, x)
+    assert ours.shape == reference.shape and float(jnp.std(reference)) > 0.5
+    assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE
+    transposed = {"kernel": params["kernel"].transpose(1, 0, 2, 3), "bias": params["bias"]}  # taps in (dx, dy) order
+    assert relative_error(ours, flax_conv.apply({"params": transposed}, x)) > 0.1
+
+
 def test_conv_picks_the_fast_forms():
     assert isinstance(conv(64, 1, "c", jnp.float32), Conv1x1)
     assert isinstance(conv(128, 3, "c", jnp.bfloat16, padding=1), Conv3x3InRowTiles)
     assert isinstance(conv(128, 3, "c", jnp.float32, padding=1), nn.Conv)  # fp32: XLA's convolution is as fast
     assert isinstance(conv(32, 3, "c", jnp.bfloat16, padding=1), nn.Conv)  # narrow: XLA's is faster
-    assert isinstance(conv(128, 3, "c", jnp.bfloat16, stride=2, padding=1), nn.Conv)
+    assert isinstance(conv(128, 3, "c", jnp.bfloat16, stride=2, padding=1), StridedConvAsMatmul)
+    assert isinstance(conv(128, 3, "c", jnp.float32, stride=2, padding=1), StridedConvAsMatmul)
 
 
 @pytest.mark.parametrize("bins", [64, 16, 2, 1, 48])  # 48: not a power of two, the library sort
