@@ -70,3 +70,11 @@ def test_cli_export(checkpoints, tmp_path, capsys):
     assert "any batch size" in capsys.readouterr().out and out.stat().st_size > 0
     assert main(argv) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_export_for_another_platform_carries_its_forms(checkpoints):
+    """Exported on this CPU for a GPU, the artifact holds the plain forms (no loops), not the CPU-tuned ones."""
+    model, variables = from_pretrained(checkpoints["nyu"])
+    for platforms, has_loops in ((("cpu",), True), (("cuda",), False), (("cpu", "cuda"), False)):
+        module = export_model(model, variables, HEIGHT, WIDTH, 1, platforms=platforms).mlir_module()
+        assert ("stablehlo.while" in module) == has_loops, platforms

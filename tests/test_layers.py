@@ -10,8 +10,8 @@ import pytest
 from tolerances import LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
 
 from zoedepth_jax.modeling.beit import attention_with_relative_bias, relative_position_index
-from zoedepth_jax.modeling.layers import Conv1x1, Conv3x3InRowTiles, StridedConvAsMatmul, conv
-from zoedepth_jax.modeling.metric_bins import sort_last_axis
+from zoedepth_jax.modeling.layers import Conv1x1, Conv3x3InRowTiles, StridedConvAsMatmul, conv, traced_forms
+from zoedepth_jax.modeling.metric_bins import in_row_tiles, sort_last_axis
 
 
 def _random(shape, seed, dtype=jnp.float32):
@@ -74,6 +74,24 @@ def test_conv_picks_the_fast_forms():
     assert isinstance(conv(32, 3, "c", jnp.bfloat16, padding=1), nn.Conv)  # narrow: XLA's is faster
     assert isinstance(conv(128, 3, "c", jnp.bfloat16, stride=2, padding=1), StridedConvAsMatmul)
     assert isinstance(conv(128, 3, "c", jnp.float32, stride=2, padding=1), StridedConvAsMatmul)
+    with traced_forms("plain"):  # GPU / TPU: the device's own convolutions
+        assert isinstance(conv(128, 3, "c", jnp.bfloat16, padding=1), nn.Conv)
+        assert isinstance(conv(128, 3, "c", jnp.bfloat16, stride=2, padding=1), nn.Conv)
+        assert isinstance(conv(64, 1, "c", jnp.float32), Conv1x1)  # a matmul everywhere
+    with pytest.raises(ValueError, match="forms must be one of"):
+        traced_forms("gpu").__enter__()
+
+
+@pytest.mark.parametrize("forms", ["cpu", "plain"])
+def test_in_row_tiles_is_the_whole_map(forms):
+    maps = _random((2, 11, 5, 3), seed=11), _random((2, 11, 5, 1), seed=12)
+
+    def chain(a, b):  # per pixel
+        return jnp.tanh(a * b) + a
+
+    with traced_forms(forms):
+        ours = jax.jit(lambda a, b: in_row_tiles(chain, a, b, rows=4))(*maps)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(chain(*maps)))
 
 
 @pytest.mark.parametrize("bins", [64, 16, 2, 1, 48])  # 48: not a power of two, the library sort
@@ -104,14 +122,20 @@ def _attention_whole(query, key, value, bias_table, bias_index):
 
 
 # batch 1, 3, 5: one, two and three query chunks; 4 heads: two per step; 3 heads: one per step
+@pytest.mark.parametrize("forms", ["cpu", "plain"])
 @pytest.mark.parametrize("batch, heads, grid", [(1, 4, (3, 5)), (3, 4, (4, 4)), (5, 3, (2, 7)), (2, 1, (1, 1))])
-def test_attention_in_steps_is_whole_attention(batch, heads, grid):
+def test_attention_in_steps_is_whole_attention(batch, heads, grid, forms):
     tokens = grid[0] * grid[1] + 1
     query, key, value = (_random((batch, heads, tokens, 8), seed) * 2 for seed in (6, 7, 8))
     bias_index = relative_position_index(grid)
     bias_table = _random((heads, int(bias_index.max()) + 1), seed=9)
-    attend = jax.jit(lambda q, k, v, table: attention_with_relative_bias(q, k, v, table, bias_index))
-    ours = attend(query, key, value, bias_table)
+
+    def attend(q, k, v, table):
+        return attention_with_relative_bias(q, k, v, table, bias_index)
+
+    with traced_forms(forms):
+        assert ("scan" in str(jax.make_jaxpr(attend)(query, key, value, bias_table))) == (forms == "cpu")
+        ours = jax.jit(attend)(query, key, value, bias_table)
     reference = _attention_whole(query, key, value, bias_table, bias_index)
     assert ours.shape == reference.shape and float(jnp.std(reference)) > 0.3
     assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE

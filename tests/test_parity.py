@@ -10,6 +10,7 @@ import reference
 from tolerances import FP32_RELATIVE, relative_error
 
 from zoedepth_jax import apply_with_intermediates
+from zoedepth_jax.modeling.layers import traced_forms
 from zoedepth_jax.weights import from_pretrained
 
 SIZES = [(384, 512), (384, 768), (320, 448)]
@@ -61,6 +62,24 @@ def test_matches_transformers(checkpoints, checkpoint, size):
         chosen = "kitti" if checkpoint[1] > 0 else "nyu"
         assert set(np.asarray(output.domain_logits).argmax(-1)) == {["nyu", "kitti"].index(chosen)}
         assert f"bin_centers_{chosen}" in expected, "the steered head did not run in transformers"
+    assert_matches(ours, expected)
+
+
+@pytest.mark.parametrize("checkpoint", [("nyu", 0.0), ("nyu-kitti", 50.0)], ids=["nyu", "nyu-kitti-to-kitti"])
+def test_plain_forms_match_transformers(checkpoints, checkpoint):
+    """The forms traced for GPUs and TPUs (whole-tensor attention and convolutions, no loops) keep fp32 parity;
+    on this CPU they are chosen with `traced_forms("plain")`."""
+    hf_model, folder = checkpoints[checkpoint]
+    images = reference.test_images(2, 320, 448, seed=7)
+    expected = reference.run_reference(hf_model, images)
+    model, variables = from_pretrained(folder, routing="batch")
+    with traced_forms("plain"):
+        program = str(jax.make_jaxpr(lambda v, x: model.apply(v, x).predicted_depth)(variables, nhwc(images)))
+        output, intermediates = apply_with_intermediates(model, variables, nhwc(images))
+    assert "scan" not in program and "while" not in program
+    ours = dict(intermediates, predicted_depth=output.predicted_depth)
+    if output.domain_logits is not None:
+        ours["domain_logits"] = output.domain_logits
     assert_matches(ours, expected)
 
 

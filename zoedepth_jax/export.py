@@ -24,6 +24,7 @@ from jax import export as jax_export
 
 from zoedepth_jax.errors import ConfigError, ZoeDepthError
 from zoedepth_jax.files import write_atomically
+from zoedepth_jax.modeling.layers import traced_forms
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 
 
@@ -39,6 +40,8 @@ def export_model(
 
     `batch_size=None` leaves the batch dimension symbolic (one artifact for every batch size); `platforms`
     defaults to the current backend (e.g. ("cpu",) or ("cuda",)); pass several to run the artifact elsewhere.
+    The forms tuned for XLA:CPU (`modeling.layers.cpu_forms`) are traced when every target platform is the CPU,
+    the plain ones otherwise, so an artifact exported on a CPU host for ("cuda",) carries the GPU forms.
     """
     patch = model.config.backbone_config.patch_size
     if height <= 0 or width <= 0 or height % patch or width % patch:
@@ -56,7 +59,9 @@ def export_model(
     (batch,) = jax_export.symbolic_shape("batch") if batch_size is None else (batch_size,)
     pixels = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
     params = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
-    return jax_export.export(jax.jit(forward), platforms=platforms)(params, pixels)
+    targets = platforms or (jax.default_backend(),)
+    with traced_forms("cpu" if all(platform == "cpu" for platform in targets) else "plain"):
+        return jax_export.export(jax.jit(forward), platforms=platforms)(params, pixels)
 
 
 def save_exported(path: str | os.PathLike, exported: jax_export.Exported, overwrite: bool = False) -> Path:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoedepth_jax.config import BeitConfig
-from zoedepth_jax.modeling.layers import DenseBlock, Dtype, dense, layer_norm
+from zoedepth_jax.modeling.layers import DenseBlock, Dtype, cpu_forms, dense, layer_norm
 from zoedepth_jax.ops import resize_bilinear
 
 
@@ -75,6 +75,20 @@ def query_chunks(batch) -> int:
     return -(-batch // 2) if isinstance(batch, int) else QUERY_CHUNKS_SYMBOLIC_BATCH
 
 
+def attention_step(query, key, value, bias, dropout_rate=0.0, dropout_key=None):
+    """softmax(q k^T / sqrt(d) + bias) v for `query [B, heads, Nq, d]`, `key`/`value [B, heads, Nk, d]` and
+    `bias [heads, Nq, Nk]`: scores and softmax in fp32 (as transformers), weights and context in the inputs'
+    dtype with fp32 accumulation; dropout on the weights when `dropout_rate > 0` (training)."""
+    scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
+    scores = scores * query.shape[-1] ** -0.5 + bias[None]
+    weights = jax.nn.softmax(scores, axis=-1).astype(query.dtype)
+    if dropout_rate > 0:
+        keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(query.dtype)
+    context = jnp.einsum("bhqk,bhkd->bhqd", weights, value, preferred_element_type=jnp.float32)
+    return context.astype(query.dtype)
+
+
 def attention_with_relative_bias(query, key, value, bias_table, bias_index, dropout_rate=0.0, dropout_rng=None):
     """softmax(q k^T / sqrt(d) + bias) v, with the bias gathered from `bias_table [heads, entries]` by the static
     `bias_index [Nq, Nk]`, computed a few heads and one chunk of queries (of every image) at a time.
@@ -89,6 +103,8 @@ def attention_with_relative_bias(query, key, value, bias_table, bias_index, drop
     (training) draws one key per step.
     `query [B, heads, Nq, d]`, `key`/`value [B, heads, Nk, d]` -> `[B, heads, Nq, d]`.
     """
+    if not cpu_forms():  # GPU / TPU: every score at once, for the device to fuse
+        return attention_step(query, key, value, bias_table[:, bias_index], dropout_rate, dropout_rng)
     batch, heads, num_queries, head_dim = query.shape
     num_keys = key.shape[2]
     heads_per_step = HEADS_PER_STEP if heads % HEADS_PER_STEP == 0 else 1
@@ -112,14 +128,8 @@ def attention_with_relative_bias(query, key, value, bias_table, bias_index, drop
 
         def chunk_step(_, chunk_inputs):  # [B, heads_per_step, chunk, d] -> same
             query_chunk, row_indices, chunk_key = chunk_inputs
-            scores = jnp.einsum("bhqd,bhkd->bhqk", query_chunk, group_key, preferred_element_type=jnp.float32)
-            scores = scores * head_dim**-0.5 + table[:, row_indices][None]
-            weights = jax.nn.softmax(scores, axis=-1).astype(query.dtype)  # fp32 softmax, as transformers
-            if dropping:
-                keep = jax.random.bernoulli(chunk_key, 1.0 - dropout_rate, weights.shape)
-                weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(query.dtype)
-            context = jnp.einsum("bhqk,bhkd->bhqd", weights, group_value, preferred_element_type=jnp.float32)
-            return None, context.astype(query.dtype)
+            bias = table[:, row_indices]
+            return None, attention_step(query_chunk, group_key, group_value, bias, dropout_rate, chunk_key)
 
         return None, jax.lax.scan(chunk_step, None, (group_queries, rows, chunk_keys))[1]
 

@@ -6,11 +6,43 @@ Parameter names follow the Hugging Face module tree: a PyTorch module `a.b.3.c` 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Dtype = jnp.dtype
+
+
+# Which forms of the model's hot spots are traced. "cpu": loops over row bands and query chunks (a cache-sized
+# working set per step) and convolutions as matmuls, each measured faster on XLA:CPU (see the classes and
+# functions that use it). "plain": whole-tensor attention, convolutions and per-pixel chains, for GPUs and TPUs,
+# where those loops would cut one device kernel into many small sequential ones. By default "cpu" exactly when
+# JAX's default backend is the CPU; `traced_forms` overrides that while a function is traced.
+FORMS = ("cpu", "plain")
+_forms_override: list[str] = []
+
+
+def cpu_forms() -> bool:
+    """True when the CPU-tuned forms are to be traced (see `FORMS`)."""
+    if _forms_override:
+        return _forms_override[-1] == "cpu"
+    return jax.default_backend() == "cpu"
+
+
+@contextlib.contextmanager
+def traced_forms(kind: str) -> Iterator[None]:
+    """Traces the model's "cpu" or "plain" forms inside the block, whatever the default backend (for an export to
+    another platform, or a test comparing the two). Both compute the same function."""
+    if kind not in FORMS:
+        raise ValueError(f"forms must be one of {FORMS}, got {kind!r}")
+    _forms_override.append(kind)
+    try:
+        yield
+    finally:
+        _forms_override.pop()
 
 
 def dot_accumulating_in_f32(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
@@ -32,13 +64,15 @@ def dense(features: int, dtype: Dtype, name: str, use_bias: bool = True) -> nn.D
 
 def conv(features: int, kernel: int, name: str, dtype: Dtype, stride: int = 1, padding: int = 0, bias: bool = True):
     """A 2-D convolution with torch's explicit symmetric zero padding (Flax's 'SAME' pads differently for stride 2).
-    A 1x1 convolution (stride 1, no padding) is a `Conv1x1`; a wide bf16 3x3 one (stride 1, padding 1) a
-    `Conv3x3InRowTiles`; a strided one a `StridedConvAsMatmul`."""
+    A 1x1 convolution (stride 1, no padding) is a `Conv1x1`; with the CPU forms (`cpu_forms`), a wide bf16 3x3
+    one (stride 1, padding 1) is a `Conv3x3InRowTiles` and a strided one a `StridedConvAsMatmul`."""
     if kernel == 1 and stride == 1 and padding == 0:
         return Conv1x1(features, dtype, use_bias=bias, name=name)
-    if (kernel, stride, padding) == (3, 1, 1) and dtype == jnp.bfloat16 and features >= ROW_TILED_CONV_MIN_FEATURES:
+    tuned = cpu_forms()
+    wide_bf16 = dtype == jnp.bfloat16 and features >= ROW_TILED_CONV_MIN_FEATURES
+    if tuned and (kernel, stride, padding) == (3, 1, 1) and wide_bf16:
         return Conv3x3InRowTiles(features, dtype, use_bias=bias, name=name)
-    if stride > 1:
+    if tuned and stride > 1:
         return StridedConvAsMatmul(features, kernel, stride, padding, dtype, use_bias=bias, name=name)
     return nn.Conv(
         features,

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax.modeling.layers import conv, rows_per_step
+from zoedepth_jax.modeling.layers import conv, cpu_forms, rows_per_step
 from zoedepth_jax.ops import resize_bilinear
 
 F32 = jnp.float32
@@ -75,7 +75,8 @@ def sum_in_order(terms) -> jnp.ndarray:
 
 
 def in_row_tiles(fn, *maps, rows: int = 8):
-    """`fn(*maps)` for a per-pixel `fn`, computed a band of image rows at a time in a loop.
+    """`fn(*maps)` for a per-pixel `fn`, computed a band of image rows at a time in a loop (with the CPU forms,
+    `layers.cpu_forms`; otherwise in one piece).
 
     `maps` are NHWC of one B, H, W; `fn` takes tiles `[B, rows', W, C_i]` and returns `[B, rows', W, C_out]`; the
     result is `[B, H, W, C_out]`. A step covers `rows' = rows_per_step(rows, B)` rows of every image (about `rows`
@@ -86,6 +87,8 @@ def in_row_tiles(fn, *maps, rows: int = 8):
     bandwidth is ~4 GB/s; `optimization_barrier` does not prevent it on CPU). In a loop body the chain is one
     fusion over a cache-sized tile, and its output a buffer that nothing fuses into.
     """
+    if not cpu_forms():  # GPU / TPU: one fusion over the whole maps
+        return fn(*maps)
     batch, height, width = maps[0].shape[:3]
     rows = rows_per_step(rows, batch)
     tiles = -(-height // rows)
