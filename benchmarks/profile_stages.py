@@ -116,12 +116,11 @@ def torch_stage_times(torch_model, images, runs: int) -> tuple[dict[str, float],
 
 def jax_stage_functions(model, variables, x):
     """One jitted function per stage and the inputs the full forward gives it: {stage: (fn, args)}."""
-    import jax
     import jax.numpy as jnp
 
     from zoedepth_jax.modeling import beit
     from zoedepth_jax.modeling.dpt import Neck, RelativeDepthHead
-    from zoedepth_jax.modeling.layers import layer_norm
+    from zoedepth_jax.modeling.layers import gelu, layer_norm
     from zoedepth_jax.modeling.metric_head import MetricHead
     from zoedepth_jax.modeling.zoedepth import apply_with_intermediates
 
@@ -145,7 +144,7 @@ def jax_stage_functions(model, variables, x):
             layer_norm(bconfig.layer_norm_eps, "n").apply({"params": layer_params["layernorm_after"]}, h).astype(dtype)
         )
         y = beit.DenseBlock(bconfig.intermediate_size, dtype).apply({"params": layer_params["intermediate"]}, normed)
-        y = jax.nn.gelu(y, approximate=False)
+        y = gelu(y)
         return beit.DenseBlock(bconfig.hidden_size, dtype).apply({"params": layer_params["output"]}, y)
 
     def over_layers(fn):

@@ -29,17 +29,19 @@ def test_bf16_load_stores_only_bf16_uses_in_bf16(checkpoint):
     model, variables = from_pretrained(checkpoint, dtype=jnp.bfloat16)
     stored = dtypes_by_path(variables["params"])
     bf16 = {path for path, dtype in stored.items() if dtype == jnp.bfloat16}
-    # The linear layers and convolutions of the backbone, neck and relative head, layer scales and the CLS token.
+    # The kernels of the backbone, neck and relative head, layer scales and the CLS token.
     for path in (
         "['backbone']['encoder']['layer_0']['attention']['attention']['query']['kernel']",
-        "['backbone']['encoder']['layer_0']['intermediate']['dense']['bias']",
+        "['backbone']['encoder']['layer_0']['intermediate']['dense']['kernel']",
         "['backbone']['encoder']['layer_0']['lambda_1']",
         "['backbone']['embeddings']['cls_token']",
         "['neck']['fusion_stage']['layers_0']['residual_layer2']['convolution1']['kernel']",
         "['relative_head']['conv3']['kernel']",
     ):
         assert path in bf16, path
-    # Everything used in fp32 stays fp32: LayerNorms, relative-position tables, metric heads and router.
+    # Everything used in fp32 stays fp32: LayerNorms, relative-position tables, metric heads and router, and the
+    # biases of the matmul-form layers (added to the fp32 accumulator before rounding, as torch does).
+    assert stored["['backbone']['encoder']['layer_0']['intermediate']['dense']['bias']"] == jnp.float32
     for path in bf16:
         assert not any(part in path for part in ("layernorm", "relative_position_bias", "metric_head")), path
     assert any("layernorm_before" in p for p in stored) and any("metric_head" in p for p in stored)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,17 @@ import pytest
 from tolerances import LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
 
 from zoedepth_jax.modeling.beit import attention_with_relative_bias, relative_position_index
-from zoedepth_jax.modeling.layers import Conv1x1, Conv3x3InRowTiles, StridedConvAsMatmul, conv, traced_forms
+from zoedepth_jax.modeling.layers import (
+    Conv1x1,
+    Conv3x3InRowTiles,
+    Dense,
+    StridedConvAsMatmul,
+    UpsampleConvTranspose,
+    conv,
+    cpu_forms,
+    gelu,
+    traced_forms,
+)
 from zoedepth_jax.modeling.metric_bins import in_row_tiles, sort_last_axis
 
 
@@ -36,6 +48,55 @@ def test_conv1x1_is_nn_conv():
     reference = flax_conv.apply({"params": params}, x)
     assert float(jnp.std(reference)) > 0.5  # not degenerate
     assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE
+
+
+def test_dense_is_nn_dense_in_fp32():
+    x = _random((2, 7, 48), seed=20)
+    params = {"kernel": _random((48, 96), 21) / np.sqrt(48), "bias": _random((96,), 22)}
+    ours = Dense(96).apply({"params": params}, x)
+    reference = nn.Dense(96).apply({"params": params}, x)
+    assert float(jnp.std(reference)) > 0.5
+    assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (Dense(1, jnp.bfloat16), (1, 2)),
+        (Conv1x1(1, jnp.bfloat16), (1, 1, 1, 2)),
+        (StridedConvAsMatmul(1, 1, 2, 0, jnp.bfloat16), (1, 1, 1, 2)),
+        (Conv3x3InRowTiles(1, jnp.bfloat16), (1, 1, 1, 2)),
+        (UpsampleConvTranspose(1, 1, jnp.bfloat16), (1, 1, 1, 2)),
+    ],
+)
+def test_bf16_layers_add_the_bias_before_rounding(layer, shape):
+    """x = (1, 2^-9) against weights 1: the fp32 product is 1 + 2^-9, which alone rounds to 1 in bf16. With the
+    bias 2^-9 + 2^-11 added in fp32 the sum rounds up to 1 + 2^-7 (torch's addmm); rounding first gives 1."""
+    x = jnp.asarray(np.array([1.0, 2.0**-9], np.float32).reshape(shape), jnp.bfloat16)
+    params = jax.tree.map(jnp.ones_like, layer.init(jax.random.key(0), x)["params"])
+    if isinstance(layer, Conv3x3InRowTiles):  # only the centre tap sees the pixel; the others read the padding
+        params["kernel"] = jnp.zeros_like(params["kernel"]).at[1, 1].set(1.0)
+    params["bias"] = jnp.full_like(params["bias"], 2.0**-9 + 2.0**-11)
+    y = layer.apply({"params": params}, x)
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(y, np.float32).ravel(), [1 + 2.0**-7])
+
+
+def test_gelu_is_torchs_exact_gelu():
+    torch = pytest.importorskip("torch")
+    values = np.random.default_rng(23).standard_normal(100_000).astype(np.float32) * 4
+    expected = torch.nn.functional.gelu(torch.from_numpy(values)).numpy()
+    # For x << 0, 1 + erf(x) cancels: both sides carry their erf's absolute error (~1e-7) there (measured 1.1e-6
+    # at most in the output); the tanh approximation is ~1e-3 away.
+    np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(values))), expected, rtol=1e-6, atol=2e-6)
+    # bf16: torch computes in fp32 and rounds once, and so do we: equal wherever erf is not cancelling (x > -3;
+    # nn.gelu's erfc form, rounded per operation, matched 79% there), one bf16 step apart at most in the tail.
+    as_bf16 = torch.from_numpy(values).bfloat16()
+    expected = torch.nn.functional.gelu(as_bf16).float().numpy()
+    inputs = as_bf16.float().numpy()
+    ours = np.asarray(gelu(jnp.asarray(inputs, jnp.bfloat16)), np.float32)
+    np.testing.assert_array_equal(ours[inputs > -3], expected[inputs > -3])
+    np.testing.assert_allclose(ours, expected, rtol=2.0**-7, atol=2e-5)
 
 
 @pytest.mark.parametrize("height", [13, 8, 3])  # a partial last tile, exactly one tile, fewer rows than a tile
@@ -80,6 +141,16 @@ def test_conv_picks_the_fast_forms():
         assert isinstance(conv(64, 1, "c", jnp.float32), Conv1x1)  # a matmul everywhere
     with pytest.raises(ValueError, match="forms must be one of"):
         traced_forms("gpu").__enter__()
+
+
+def test_traced_forms_apply_to_their_own_thread():
+    seen = []
+    with traced_forms("plain"):
+        assert not cpu_forms()
+        other = threading.Thread(target=lambda: seen.append(cpu_forms()))
+        other.start()
+        other.join()
+    assert seen == [True] and cpu_forms()  # the other thread saw this CPU backend's default
 
 
 @pytest.mark.parametrize("forms", ["cpu", "plain"])

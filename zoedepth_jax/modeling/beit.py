@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoedepth_jax.config import BeitConfig
-from zoedepth_jax.modeling.layers import DenseBlock, Dtype, cpu_forms, dense, layer_norm
+from zoedepth_jax.modeling.layers import DenseBlock, Dtype, cpu_forms, dense, gelu, layer_norm
 from zoedepth_jax.ops import resize_bilinear
 
 
@@ -204,7 +204,7 @@ class Layer(nn.Module):
         x = x + branch_end("attention", "lambda_1", attended)
         normed = layer_norm(config.layer_norm_eps, "layernorm_after")(x).astype(self.dtype)
         hidden = DenseBlock(config.intermediate_size, self.dtype, name="intermediate")(normed)
-        hidden = nn.gelu(hidden, approximate=False)
+        hidden = gelu(hidden)
         return x + branch_end("mlp", "lambda_2", DenseBlock(config.hidden_size, self.dtype, name="output")(hidden))
 
 

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from zoedepth_jax.config import ZoeDepthConfig
-from zoedepth_jax.modeling.layers import Dtype, UpsampleConvTranspose, conv, dense
+from zoedepth_jax.modeling.layers import Dtype, UpsampleConvTranspose, conv, dense, gelu
 from zoedepth_jax.ops import resize_bilinear
 
 
@@ -24,7 +24,7 @@ class ReadoutProject(nn.Module):
     def __call__(self, tokens, cls_token):  # [B, N, D], [B, D] -> [B, N, D]
         readout = jnp.broadcast_to(cls_token[:, None, :], tokens.shape)
         x = dense(self.features, self.dtype, "0")(jnp.concatenate([tokens, readout], axis=-1))
-        return nn.gelu(x, approximate=False)
+        return gelu(x)
 
 
 class ReassembleLayer(nn.Module):

@@ -7,11 +7,13 @@ Parameter names follow the Hugging Face module tree: a PyTorch module `a.b.3.c` 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = jnp.dtype
 
@@ -20,15 +22,23 @@ Dtype = jnp.dtype
 # working set per step) and convolutions as matmuls, each measured faster on XLA:CPU (see the classes and
 # functions that use it). "plain": whole-tensor attention, convolutions and per-pixel chains, for GPUs and TPUs,
 # where those loops would cut one device kernel into many small sequential ones. By default "cpu" exactly when
-# JAX's default backend is the CPU; `traced_forms` overrides that while a function is traced.
+# JAX's default backend is the CPU; `traced_forms` overrides that while a function is traced, in its own thread
+# only (tracing happens in the calling thread, and another thread may be tracing for another platform).
 FORMS = ("cpu", "plain")
-_forms_override: list[str] = []
+_overrides = threading.local()
+
+
+def _override_stack() -> list[str]:
+    if not hasattr(_overrides, "stack"):
+        _overrides.stack = []
+    return _overrides.stack
 
 
 def cpu_forms() -> bool:
     """True when the CPU-tuned forms are to be traced (see `FORMS`)."""
-    if _forms_override:
-        return _forms_override[-1] == "cpu"
+    stack = _override_stack()
+    if stack:
+        return stack[-1] == "cpu"
     return jax.default_backend() == "cpu"
 
 
@@ -38,28 +48,65 @@ def traced_forms(kind: str) -> Iterator[None]:
     another platform, or a test comparing the two). Both compute the same function."""
     if kind not in FORMS:
         raise ValueError(f"forms must be one of {FORMS}, got {kind!r}")
-    _forms_override.append(kind)
+    stack = _override_stack()
+    stack.append(kind)
     try:
         yield
     finally:
-        _forms_override.pop()
+        stack.pop()
 
 
-def dot_accumulating_in_f32(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
-    """`lax.dot_general` that accumulates in fp32 and returns the inputs' dtype.
+def dot_in_f32(lhs, rhs, dimension_numbers):
+    """`lax.dot_general` accumulating in fp32 and returning fp32.
 
-    For fp32 inputs this is the plain dot. For bf16 it is the form XLA:CPU runs on AMX (bf16 inputs, fp32
-    result); a bf16 -> bf16 dot runs there in fp32 with conversions, about half as fast (measured on a BEiT-L
-    MLP matmul). On GPU/TPU it is what the matrix units do anyway.
+    For fp32 inputs this is the plain dot. For bf16 it is the form XLA:CPU runs on its bf16 dot kernels
+    (avx512_bf16, AMX; bf16 inputs, fp32 result); a bf16 -> bf16 dot runs there in fp32 with conversions, about
+    half as fast (measured on a BEiT-L MLP matmul). On GPU/TPU it is what the matrix units do anyway.
     """
-    del preferred_element_type  # always fp32 here
-    result = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
-    return result.astype(jnp.result_type(lhs.dtype, rhs.dtype))
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, preferred_element_type=jnp.float32)
 
 
-def dense(features: int, dtype: Dtype, name: str, use_bias: bool = True) -> nn.Dense:
-    """A linear layer computing in `dtype` with fp32 accumulation (see `dot_accumulating_in_f32`)."""
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, dot_general=dot_accumulating_in_f32, name=name)
+def optional_bias(module: nn.Module, features: int, use_bias: bool) -> jax.Array | None:
+    """The module's `bias [features]` parameter (`nn.Dense`'s and `nn.Conv`'s name and initialiser), or None."""
+    return module.param("bias", nn.initializers.zeros, (features,)) if use_bias else None
+
+
+def add_bias_and_round(y: jax.Array, bias: jax.Array | None, dtype: Dtype) -> jax.Array:
+    """Finishes a matmul-form layer: its fp32 result `y [..., features]` plus `bias` in fp32, rounded once to
+    `dtype`. torch adds a bf16 layer's bias in the fp32 accumulator of its matmul or convolution (autocast's addmm),
+    so rounding before the bias add would round twice."""
+    return (y if bias is None else y + bias).astype(dtype)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU as torch computes it, x/2 (1 + erf(x / sqrt(2))), in fp32 and rounded once to `x`'s dtype.
+
+    `nn.gelu(approximate=False)` uses erfc, which XLA expands into two branches with an exponential and
+    divisions, and in bf16 rounds every intermediate; torch's bf16 GELU computes in fp32 and rounds once.
+    One BEiT-L MLP activation ([769, 4096]) on 2 CPU cores: 6.9 -> 5.1 ms fp32, 6.1 -> 2.5 ms bf16.
+    """
+    x32 = x.astype(jnp.float32)
+    return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
+
+
+class Dense(nn.Module):
+    """A linear layer with `nn.Dense`'s parameters (`kernel [in, out]`, `bias [out]`) and initialisers, computing
+    in `dtype` with fp32 accumulation (`dot_in_f32`) and the bias added before rounding (`add_bias_and_round`)."""
+
+    features: int
+    dtype: Dtype = jnp.float32
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):  # [..., in] -> [..., features]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+        y = dot_in_f32(x.astype(self.dtype), kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
+        return add_bias_and_round(y, optional_bias(self, self.features, self.use_bias), self.dtype)
+
+
+def dense(features: int, dtype: Dtype, name: str, use_bias: bool = True) -> Dense:
+    """A linear layer computing in `dtype` with fp32 accumulation (see `Dense`)."""
+    return Dense(features, dtype, use_bias, name=name)
 
 
 def conv(features: int, kernel: int, name: str, dtype: Dtype, stride: int = 1, padding: int = 0, bias: bool = True):
@@ -91,7 +138,7 @@ class Conv1x1(nn.Module):
 
     XLA:CPU runs a 1x1 `conv_general_dilated` well below its dot rate (measured on 2 cores, fp32: 36 vs 176 GFLOP/s
     at 192x256 with 256 -> 64 channels, 35 vs 174 at 128 -> 128, 159 vs 187 at 96x128 with 256 -> 256), and in
-    bf16 the dot takes the bf16 path (`dot_accumulating_in_f32`) where a convolution is converted to fp32.
+    bf16 the dot takes the bf16 path (`dot_in_f32`) where a convolution is converted to fp32.
     """
 
     features: int
@@ -101,12 +148,8 @@ class Conv1x1(nn.Module):
     @nn.compact
     def __call__(self, x):  # [..., C_in] -> [..., features]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features))
-        y = dot_accumulating_in_f32(
-            x.astype(self.dtype), kernel.astype(self.dtype)[0, 0], (((x.ndim - 1,), (0,)), ((), ()))
-        )
-        if not self.use_bias:
-            return y
-        return y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        y = dot_in_f32(x.astype(self.dtype), kernel.astype(self.dtype)[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
+        return add_bias_and_round(y, optional_bias(self, self.features, self.use_bias), self.dtype)
 
 
 class StridedConvAsMatmul(nn.Module):
@@ -140,14 +183,12 @@ class StridedConvAsMatmul(nn.Module):
             for dy in range(k)
             for dx in range(k)
         ]  # k*k x [B, H_out, W_out, C_in], in the kernel's (dy, dx, c_in) order
-        y = dot_accumulating_in_f32(
+        y = dot_in_f32(
             jnp.concatenate(taps, axis=-1),
             kernel.astype(self.dtype).reshape(k * k * channels, self.features),
             (((3,), (0,)), ((), ())),
         )
-        if not self.use_bias:
-            return y
-        return y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return add_bias_and_round(y, optional_bias(self, self.features, self.use_bias), self.dtype)
 
 
 # Output channels from which `Conv3x3InRowTiles` beats XLA:CPU's bf16 convolution (measured on 2 cores, 3x3, bf16:
@@ -189,26 +230,18 @@ class Conv3x3InRowTiles(nn.Module):
         tiles = -(-height // rows)
         # One zero row and column on each side (the convolution's padding), plus rows up to a whole tile.
         padded = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1 + tiles * rows - height), (1, 1), (0, 0)))
+        bias = optional_bias(self, self.features, self.use_bias)  # a parameter cannot be created inside the loop
 
         def tile(first_row):  # -> [B, rows, W, features]
             band = jax.lax.dynamic_slice_in_dim(padded, first_row, rows + 2, axis=1)  # [B, rows + 2, W + 2, C_in]
             shifts = jnp.concatenate([band[:, :, dx : dx + width] for dx in range(3)], axis=-1)  # [B, rows+2, W, 3C]
-            total = None
-            for dy in range(3):
-                term = jax.lax.dot_general(
-                    shifts[:, dy : dy + rows],
-                    by_kernel_row[dy],
-                    (((3,), (0,)), ((), ())),
-                    preferred_element_type=jnp.float32,
-                )
-                total = term if total is None else total + term
-            return total.astype(self.dtype)
+            terms = [
+                dot_in_f32(shifts[:, dy : dy + rows], by_kernel_row[dy], (((3,), (0,)), ((), ()))) for dy in range(3)
+            ]
+            return add_bias_and_round(terms[0] + terms[1] + terms[2], bias, self.dtype)
 
         y = jax.lax.map(tile, jnp.arange(tiles) * rows)  # [tiles, B, rows, W, features]
-        y = y.swapaxes(0, 1).reshape(batch, tiles * rows, width, self.features)[:, :height]
-        if not self.use_bias:
-            return y
-        return y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return y.swapaxes(0, 1).reshape(batch, tiles * rows, width, self.features)[:, :height]
 
 
 def layer_norm(epsilon: float, name: str) -> nn.LayerNorm:
@@ -244,9 +277,8 @@ class UpsampleConvTranspose(nn.Module):
     def __call__(self, x):  # x: [B, H, W, C_in] -> [B, H*k, W*k, C_out]
         k = self.factor
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         batch, height, width, _ = x.shape
-        y = jnp.einsum("bhwi,pqio->bhpwqo", x, kernel)  # [B, H, k, W, k, C_out]
-        y = y.reshape(batch, height * k, width * k, self.features)
-        return y + bias.astype(self.dtype)
+        y = jnp.einsum("bhwi,pqio->bhpwqo", x, kernel, preferred_element_type=jnp.float32)  # [B, H, k, W, k, C_out]
+        bias = optional_bias(self, self.features, use_bias=True)
+        return add_bias_and_round(y.reshape(batch, height * k, width * k, self.features), bias, self.dtype)

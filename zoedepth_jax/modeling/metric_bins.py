@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax.modeling.layers import conv, cpu_forms, rows_per_step
+from zoedepth_jax.modeling.layers import conv, cpu_forms, gelu, rows_per_step
 from zoedepth_jax.ops import resize_bilinear
 
 F32 = jnp.float32
@@ -251,7 +251,7 @@ class ConditionalLogBinomial(nn.Module):
 
         def depth(main, condition_part, centers):  # one tile: [..., C1], [..., bottleneck], [..., K] -> [..., 1]
             x = jnp.einsum("...c,cf->...f", main, first_kernel[:split]) + condition_part + first_bias
-            x = jnp.einsum("...c,cf->...f", nn.gelu(x, approximate=False), second_kernel) + second_bias
+            x = jnp.einsum("...c,cf->...f", gelu(x), second_kernel) + second_bias
             x = nn.softplus(x) + eps
             p = x[..., 0:1] / (x[..., 0:1] + x[..., 1:2])
             t = x[..., 2:3] / (x[..., 2:3] + x[..., 3:4])
