@@ -6,16 +6,16 @@
 
 Method: `jax.jit(model.apply)` is compiled, warmed up and timed over `--runs` forwards (the wall time: their
 median), then `--runs` forwards are traced with `jax.profiler.trace`, one session each (several forwards in one
-session made the later ones slower), and the trace of median span is reported. Every XLA op of the compiled
-program that shows in the trace (a fusion, XLA:CPU's YNNPACK call for a dot or convolution, a copy, one step of a
-loop body) is an interval of time. XLA:CPU runs independent
-ops at the same time (the q, k and v projections of a layer), so summing their durations counts the overlap
-twice; here each instant of the trace is shared equally among the ops running then, and the attributed times add
-up to the forward's wall time less the gaps between ops. Each op is named after the model code that emitted it
-(the `op_name` metadata of the compiled HLO, layer numbers folded: `backbone/encoder/layer_N/intermediate/dense`),
-and its multiply-adds come from the shapes of the dots and convolutions it contains (GFLOP = 2 x multiply-adds),
-so that a matmul's rate is its FLOPs over its attributed time. The "by part" table groups the ops into the parts
-of the model; "by op" lists the costliest. Loop wrappers (`while`) are left out: their body ops are traced.
+session made the later ones slower), and the trace of median span is reported. Every XLA op of the compiled program
+that shows in the trace (a fusion, XLA:CPU's YNNPACK call for a dot or convolution, a copy, one step of a loop
+body) is an interval of time. XLA:CPU runs independent ops at the same time (the q, k and v projections of a
+layer), so summing their durations counts the overlap twice; here each instant of the trace is shared equally among
+the ops running then, and the attributed times add up to the forward's wall time less the gaps between ops. Each op
+is named after the model code that emitted it (the `op_name` metadata of the compiled HLO, layer numbers folded:
+`backbone/encoder/layer_N/intermediate/dense`), and its multiply-adds come from the shapes of the dots and
+convolutions it contains (GFLOP = 2 x multiply-adds), so that a matmul's rate is its FLOPs over its attributed
+time. The "by part" table groups the ops into the parts of the model; "by op" lists the costliest. Loop wrappers
+(`while`) are left out: their body ops are traced.
 """
 
 from __future__ import annotations
@@ -49,18 +49,18 @@ def dims_of(shape: str) -> list[int] | None:
     return [int(d) for d in match["dims"].split(",") if d]
 
 
-def matmul_flops(opcode: str, line: str, out_dims: list[int], shapes: dict[str, list[int] | None]) -> float:
+def matmul_flops(opcode: str, line: str, out_dims: list[int], dims: dict[str, list[int] | None]) -> float:
     """2 x multiply-adds of one `dot` or `convolution` instruction (0 for anything else)."""
     operands = re.findall(r"%([\w.-]+)", line.split(opcode + "(", 1)[1].split(")", 1)[0])
     if opcode == "dot":
-        lhs = shapes.get(operands[0])
+        lhs = dims.get(operands[0])
         contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line)
         if lhs is None or contracting is None:
             return 0.0
         depth = math.prod(lhs[int(i)] for i in contracting[1].split(",") if i)
         return 2.0 * math.prod(out_dims) * depth
     if opcode == "convolution":
-        kernel = shapes.get(operands[1])
+        kernel = dims.get(operands[1])
         labels = re.search(r"dim_labels=\w+_(\w+)->", line)
         if kernel is None or labels is None:
             return 0.0
@@ -73,8 +73,8 @@ def read_hlo(text: str) -> dict[str, dict]:
     """Every instruction of a compiled HLO module: {name: {opcode, source, flops}}. A fusion's FLOPs are those of
     the dots and convolutions in the computation it calls; `source` is its `op_name` with the jit and model
     prefixes removed and layer numbers folded into N."""
-    lines = {}
-    shapes = {}
+    lines = {}  # name -> (opcode, the instruction's line)
+    dims = {}  # name -> its result's dimensions (None for tuples)
     computations = collections.defaultdict(list)  # computation name -> instruction names
     current = None
     for line in text.splitlines():
@@ -84,19 +84,19 @@ def read_hlo(text: str) -> dict[str, dict]:
         match = INSTRUCTION.match(line)
         if match is None:
             continue
-        lines[match["name"]] = (match["opcode"], line, dims_of(match["shape"]))
-        shapes[match["name"]] = dims_of(match["shape"])
+        lines[match["name"]] = (match["opcode"], line)
+        dims[match["name"]] = dims_of(match["shape"])
         computations[current].append(match["name"])
 
     def flops(name: str) -> float:
-        opcode, line, out_dims = lines[name]
+        opcode, line = lines[name]
         if opcode == "fusion":
             called = re.search(r"calls=%([\w.-]+)", line)
             return sum(flops(inner) for inner in computations.get(called[1], ())) if called else 0.0
-        return matmul_flops(opcode, line, out_dims, shapes) if out_dims else 0.0
+        return matmul_flops(opcode, line, dims[name], dims) if dims[name] else 0.0
 
     callers = {}  # computation -> the instruction that runs it (a loop's body, a fusion, a call)
-    for name, (_, line, _) in lines.items():
+    for name, (_, line) in lines.items():
         for called in re.findall(r"(?:body|condition|calls|to_apply|branch_computations)=\{?%([\w.-]+)", line):
             callers.setdefault(called, name)
     computation_of = {name: computation for computation, names in computations.items() for name in names}
@@ -110,7 +110,7 @@ def read_hlo(text: str) -> dict[str, dict]:
         return source(caller) if caller else ""
 
     instructions = {}
-    for name, (opcode, _, _) in lines.items():
+    for name, (opcode, _) in lines.items():
         path = re.sub(r"^(jit\([^)]*\)/)+", "", source(name))
         path = re.sub(r"^[A-Za-z]+ForDepthEstimation/", "", path)
         path = re.sub(r"(while/body/)?(closed_call/)?", "", re.sub(r"layer_\d+", "layer_N", path))

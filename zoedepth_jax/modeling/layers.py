@@ -89,6 +89,13 @@ def gelu(x: jax.Array) -> jax.Array:
     return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
 
 
+def project_channels(module: nn.Module, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`x [..., in]` times `kernel [in, features]` in `module.dtype` with fp32 accumulation, plus the module's
+    optional bias, rounded once: the body of `Dense` and `Conv1x1` (`module.features`, `use_bias`, `dtype`)."""
+    y = dot_in_f32(x.astype(module.dtype), kernel.astype(module.dtype), (((x.ndim - 1,), (0,)), ((), ())))
+    return add_bias_and_round(y, optional_bias(module, module.features, module.use_bias), module.dtype)
+
+
 class Dense(nn.Module):
     """A linear layer with `nn.Dense`'s parameters (`kernel [in, out]`, `bias [out]`) and initialisers, computing
     in `dtype` with fp32 accumulation (`dot_in_f32`) and the bias added before rounding (`add_bias_and_round`)."""
@@ -100,8 +107,7 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x):  # [..., in] -> [..., features]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
-        y = dot_in_f32(x.astype(self.dtype), kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
-        return add_bias_and_round(y, optional_bias(self, self.features, self.use_bias), self.dtype)
+        return project_channels(self, x, kernel)
 
 
 def dense(features: int, dtype: Dtype, name: str, use_bias: bool = True) -> Dense:
@@ -148,8 +154,7 @@ class Conv1x1(nn.Module):
     @nn.compact
     def __call__(self, x):  # [..., C_in] -> [..., features]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features))
-        y = dot_in_f32(x.astype(self.dtype), kernel.astype(self.dtype)[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
-        return add_bias_and_round(y, optional_bias(self, self.features, self.use_bias), self.dtype)
+        return project_channels(self, x, kernel.astype(self.dtype)[0, 0])  # converted first: see compute_dtype.py
 
 
 class StridedConvAsMatmul(nn.Module):
