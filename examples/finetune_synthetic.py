@@ -13,20 +13,23 @@ per-image loss on held-out scenes, the evaluation metrics, and an atomic train-s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax import BeitConfig, BinConfiguration, ZoeDepthConfig, ZoeDepthForDepthEstimation, from_pretrained
-from zoedepth_jax.losses import silog_loss
-from zoedepth_jax.metrics import average_metrics, compute_metrics
-from zoedepth_jax.train_checkpoint import save_train_state
-from zoedepth_jax.train_config import TrainConfig
-from zoedepth_jax.training import create_train_state, make_train_step
+from zoedepth_jax import BinConfiguration, ZoeDepthForDepthEstimation, from_pretrained
+from zoedepth_jax.config import tiny_config
+from zoedepth_jax.domains import DEPTH_RANGES
+from zoedepth_jax.evaluation.metrics import average_metrics, compute_metrics
+from zoedepth_jax.training.checkpoint import save_train_state
+from zoedepth_jax.training.config import TrainConfig
+from zoedepth_jax.training.losses import silog_loss
+from zoedepth_jax.training.step import create_train_state, make_train_step
 
-MAX_DEPTH = 10.0  # meters: the NYU range
+MAX_DEPTH = DEPTH_RANGES["nyu"][1]  # meters
 
 
 def scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,24 +66,9 @@ def batch_of_scenes(rng: np.random.Generator, size: int, height: int, width: int
 
 def tiny_model() -> tuple[ZoeDepthForDepthEstimation, dict]:
     """A 4-layer, 48-wide ZoeDepth with the NYU head, randomly initialised."""
-    backbone = BeitConfig(
-        hidden_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=3,
-        intermediate_size=96,
-        image_size=64,
-        out_indices=(1, 2, 3, 4),
-        drop_path_rate=0.0,  # as the original trains (timm's BEiT default); transformers' configs say 0.1
-    )
-    config = ZoeDepthConfig(
-        backbone_config=backbone,
-        neck_hidden_sizes=(16, 32, 48, 48),
-        fusion_hidden_size=32,
-        bottleneck_features=32,
-        num_relative_features=8,
-        bin_embedding_dim=16,
-        bin_configurations=(BinConfiguration("nyu", 64, 1e-3, MAX_DEPTH),),
-    )
+    config = tiny_config(bin_configurations=(BinConfiguration("nyu", 64, 1e-3, MAX_DEPTH),))
+    # drop_path_rate 0, as the original trains (timm's BEiT default); transformers' configs say 0.1.
+    config = config.replace(backbone_config=dataclasses.replace(config.backbone_config, drop_path_rate=0.0))
     model = ZoeDepthForDepthEstimation(config)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
     return model, {"params": variables["params"]}

@@ -17,26 +17,20 @@ from transformers import BeitConfig as HFBeitConfig
 from transformers import ZoeDepthConfig as HFZoeDepthConfig
 from transformers import ZoeDepthForDepthEstimation as HFZoeDepth
 
-NYU = {"name": "nyu", "n_bins": 64, "min_depth": 1e-3, "max_depth": 10.0}
-KITTI = {"name": "kitti", "n_bins": 64, "min_depth": 1e-3, "max_depth": 80.0}
+from zoedepth_jax.config import TINY_BACKBONE as PRESET_BACKBONE
+from zoedepth_jax.config import TINY_NECK_AND_HEAD as PRESET_HEAD
+from zoedepth_jax.domains import DEPTH_RANGES
 
-TINY_BACKBONE = dict(
-    image_size=64,  # pretraining window 4x4: every test size interpolates the relative-position tables
-    patch_size=16,
-    num_hidden_layers=4,
-    hidden_size=48,
-    intermediate_size=96,
-    num_attention_heads=3,
-    layer_scale_init_value=0.1,
-    out_features=["stage1", "stage2", "stage3", "stage4"],
-)
-TINY_HEAD = dict(
-    neck_hidden_sizes=[16, 32, 48, 48],
-    fusion_hidden_size=32,
-    bottleneck_features=32,
-    num_relative_features=8,
-    bin_embedding_dim=16,
-)
+NYU = {"name": "nyu", "n_bins": 64, "min_depth": DEPTH_RANGES["nyu"][0], "max_depth": DEPTH_RANGES["nyu"][1]}
+KITTI = {"name": "kitti", "n_bins": 64, "min_depth": DEPTH_RANGES["kitti"][0], "max_depth": DEPTH_RANGES["kitti"][1]}
+
+# zoedepth_jax's tiny preset, in transformers' terms (lists, out_features).
+TINY_BACKBONE = {
+    **{name: value for name, value in PRESET_BACKBONE.items() if name != "out_indices"},
+    "layer_scale_init_value": 0.1,
+    "out_features": [f"stage{i}" for i in PRESET_BACKBONE["out_indices"]],
+}
+TINY_HEAD = {name: list(v) if isinstance(v, tuple) else v for name, v in PRESET_HEAD.items()}
 # MiDaS v3.1 BEiT-L/16 at 384 and the released neck: the architecture of the Intel checkpoints.
 FULL_BACKBONE = dict(
     image_size=384,
@@ -256,7 +250,7 @@ def hf_depth_pipeline(model: HFZoeDepth, image: np.ndarray, flip: bool) -> np.nd
 # Original isl-org checkpoints (tests/test_original_checkpoints.py)
 #
 # `original_state_dict` is the documented transformers -> original name map, written out independently of
-# zoedepth_jax.original_checkpoint (which maps the other way): the inverse of the renames in transformers'
+# zoedepth_jax.weights.original_names (which maps the other way): the inverse of the renames in transformers'
 # convert_zoedepth_to_hf.py, with the original module tree as the arbiter (tests/data/original_layouts.json).
 #
 #   B = core.core.pretrained.model, P = core.core.pretrained, S = core.core.scratch

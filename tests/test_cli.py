@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoedepth_jax import ZoeDepthConfig, ZoeDepthForDepthEstimation, ZoeDepthImageProcessor, imaging
+from zoedepth_jax import ZoeDepthForDepthEstimation, ZoeDepthImageProcessor, save_pretrained
 from zoedepth_jax.cli import main
-from zoedepth_jax.config import BeitConfig
-from zoedepth_jax.folder_inference import depth_summary
-from zoedepth_jax.weights import save_pretrained
+from zoedepth_jax.config import tiny_config
+from zoedepth_jax.inference import depth_images
+from zoedepth_jax.inference.folders import depth_summary
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "example.jpg"
 EXAMPLE_SIZE = (400, 600)  # height, width
@@ -29,21 +29,7 @@ def _png_bit_depth(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    config = ZoeDepthConfig(
-        backbone_config=BeitConfig(
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=64,
-            out_indices=(1, 2, 3, 4),
-        ),
-        neck_hidden_sizes=(16, 32, 64, 64),
-        fusion_hidden_size=32,
-        bottleneck_features=32,
-        num_relative_features=8,
-        bin_embedding_dim=16,
-    )
+    config = tiny_config()
     model = ZoeDepthForDepthEstimation(config)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
     folder = save_pretrained(tmp_path_factory.mktemp("tiny_src"), model, {"params": variables["params"]})
@@ -183,13 +169,13 @@ def test_help_explains_outputs_and_commands(capsys):
 
 def test_depth_to_png16_rounds_to_millimetres_and_clips():
     depth = np.array([[1.2345, 0.0, -1.0], [70.0, 65.535, np.nan]], dtype=np.float32)
-    image = imaging.depth_to_png16(depth)
+    image = depth_images.depth_to_png16(depth)
     assert image.mode == "I;16"
     np.testing.assert_array_equal(np.asarray(image), [[1235, 0, 0], [65535, 65535, 0]])
 
 
 def test_colorize_draws_near_bright():
     depth = np.linspace(1, 5, 12, dtype=np.float32).reshape(3, 4)
-    color = np.asarray(imaging.colorize(depth))
+    color = np.asarray(depth_images.colorize(depth))
     assert color.shape == (3, 4, 3) and color.dtype == np.uint8
     assert color[0, 0].sum() > color[-1, -1].sum()  # nearest is brightest

@@ -9,9 +9,9 @@ import pytest
 import reference
 from tolerances import BF16_DEPTH_MEDIAN_RELATIVE
 
-from zoedepth_jax.compute_dtype import cast_to_compute_dtype
+from zoedepth_jax import from_pretrained
 from zoedepth_jax.modeling.layers import traced_forms
-from zoedepth_jax.weights import from_pretrained
+from zoedepth_jax.weights.dtypes import cast_to_compute_dtype
 
 
 @pytest.fixture(scope="module")

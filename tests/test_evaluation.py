@@ -13,10 +13,10 @@ from PIL import Image
 from zoedepth_jax import ZoeDepthImageProcessor
 from zoedepth_jax.cli import main
 from zoedepth_jax.errors import ImageError
-from zoedepth_jax.evaluation import find_pairs, read_depth_png
-from zoedepth_jax.metrics import METRIC_NAMES
+from zoedepth_jax.evaluation.folders import find_pairs, read_depth_png
+from zoedepth_jax.evaluation.metrics import METRIC_NAMES
+from zoedepth_jax.inference.estimator import DepthEstimator
 from zoedepth_jax.ops import resize_bilinear
-from zoedepth_jax.pipeline import DepthEstimator
 
 
 def _png16(path, meters, scale=1000.0):

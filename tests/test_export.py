@@ -11,7 +11,7 @@ from tolerances import FP32_RELATIVE, depth_relative_error, relative_error
 
 from zoedepth_jax import ConfigError, ZoeDepthError, from_pretrained
 from zoedepth_jax.cli import main
-from zoedepth_jax.export import export_model, load_exported, save_exported
+from zoedepth_jax.inference.export import export_model, load_exported, save_exported
 
 HEIGHT, WIDTH = 64, 96
 

@@ -7,8 +7,7 @@ import reference
 from test_parity import assert_matches, nhwc
 from tolerances import NORMED_BINS_VS_FLOAT64_FACTOR, relative_error
 
-from zoedepth_jax import apply_with_intermediates
-from zoedepth_jax.weights import from_pretrained
+from zoedepth_jax import apply_with_intermediates, from_pretrained
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ import pytest
 import torch
 from tolerances import LOSS_RELATIVE
 
-from zoedepth_jax.losses import domain_cross_entropy, silog_loss
-from zoedepth_jax.metrics import METRIC_NAMES, average_metrics, compute_errors, compute_metrics, crop_mask
+from zoedepth_jax.evaluation.metrics import METRIC_NAMES, average_metrics, compute_errors, compute_metrics, crop_mask
+from zoedepth_jax.training.losses import domain_cross_entropy, silog_loss
 
 E = math.e
 

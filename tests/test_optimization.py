@@ -17,7 +17,8 @@ from tolerances import OPTIMIZER_ABS
 from zoedepth_jax.config import ZoeDepthConfig
 from zoedepth_jax.errors import ConfigError
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
-from zoedepth_jax.optimization import (
+from zoedepth_jax.training.config import TrainConfig
+from zoedepth_jax.training.optimizer import (
     GROUPS,
     beta1_schedule,
     group_learning_rates,
@@ -26,7 +27,6 @@ from zoedepth_jax.optimization import (
     parameter_group,
     parameter_labels,
 )
-from zoedepth_jax.train_config import TrainConfig
 
 # One parameter per group, at paths the model has (shapes small).
 TOY_PARAMS = {

@@ -24,11 +24,19 @@ import reference
 import torch
 from tolerances import FP32_RELATIVE, relative_error
 
-from zoedepth_jax import BinConfiguration, CheckpointError, ConfigError, ZoeDepthConfig, ZoeDepthForDepthEstimation
-from zoedepth_jax import original_checkpoint as oc
-from zoedepth_jax.checkpoint_map import convert_hf_state_dict
+from zoedepth_jax import (
+    BinConfiguration,
+    CheckpointError,
+    ConfigError,
+    ZoeDepthConfig,
+    ZoeDepthForDepthEstimation,
+    from_pretrained,
+)
 from zoedepth_jax.cli import main as cli_main
-from zoedepth_jax.weights import _target_shapes, from_pretrained
+from zoedepth_jax.weights import original_config as oc_config
+from zoedepth_jax.weights import original_names as oc_names
+from zoedepth_jax.weights.hf_names import convert_hf_state_dict
+from zoedepth_jax.weights.trees import param_shapes
 
 LAYOUTS = json.loads((Path(__file__).parent / "data" / "original_layouts.json").read_text())
 VARIANTS = ("N", "K", "NK")
@@ -52,8 +60,8 @@ def full_size_targets():
     """The Flax parameter shapes of each released model, from the config read off the fixture's tensors."""
     targets = {}
     for variant in VARIANTS:
-        config = oc.original_config(stand_in(LAYOUTS[f"ZoeD_M12_{variant}"]))
-        targets[variant] = (config, _target_shapes(ZoeDepthForDepthEstimation(config)))
+        config = oc_config.original_config(stand_in(LAYOUTS[f"ZoeD_M12_{variant}"]))
+        targets[variant] = (config, param_shapes(config))
     return targets
 
 
@@ -76,24 +84,24 @@ def test_released_layout_is_consumed_exactly(variant, full_size_targets):
     model is filled with the right shape, and the config read from the tensors is the released one."""
     state = stand_in(LAYOUTS[f"ZoeD_M12_{variant}"])
     config, targets = full_size_targets[variant]
-    assert oc.detect_variant(state) == variant
+    assert oc_config.detect_variant(state) == variant
     assert config == released_config(variant)
     assert config.backbone_config.out_indices == (6, 12, 18, 24) and config.backbone_config.layer_norm_eps == 1e-6
 
-    hf_state = oc.to_hf_state_dict(state)
+    hf_state = oc_names.to_hf_state_dict(state)
     convert_hf_state_dict(hf_state, config, targets, source=variant)  # raises on any leftover or gap
-    dropped = [k for k in state if not any(p.fullmatch(k) for p, _, _ in oc._ROWS)]
-    assert all(any(re.fullmatch(p, k) for p, _ in oc.DROPPED) for k in dropped)
+    dropped = [k for k in state if not any(p.fullmatch(k) for p, _, _ in oc_names._ROWS)]
+    assert all(any(re.fullmatch(p, k) for p, _ in oc_names.DROPPED) for k in dropped)
     assert len(dropped) == 24 + 4 + 2 * len(config.bin_configurations)  # rel. index per block, fc_norm+head, buffers
 
     # One key missing, one unknown: both named.
     del state["core.core.scratch.refinenet2.out_conv.weight"]
     state["core.core.pretrained.model.blocks.3.attn.qkv_extra"] = np.zeros(1, np.float32)
     with pytest.raises(CheckpointError, match=r"blocks\.3\.attn\.qkv_extra"):
-        oc.to_hf_state_dict(state, source="edited")
+        oc_names.to_hf_state_dict(state, source="edited")
     del state["core.core.pretrained.model.blocks.3.attn.qkv_extra"]
     with pytest.raises(CheckpointError, match="neck/fusion_stage/layers_2/projection/kernel"):
-        convert_hf_state_dict(oc.to_hf_state_dict(state), config, targets, source="edited")
+        convert_hf_state_dict(oc_names.to_hf_state_dict(state), config, targets, source="edited")
 
 
 def test_test_files_have_the_released_layout(tmp_path):
@@ -154,7 +162,7 @@ def test_original_file_matches_transformers(variant, offset, tmp_path):
     expected = run_hf(hf_model, images)
     model, variables = from_pretrained(path)
     assert model.config.backbone_config.layer_norm_eps == 1e-6
-    assert oc.detect_variant(torch_state(path)) == variant
+    assert oc_config.detect_variant(torch_state(path)) == variant
     ours = run_ours(model, variables, images)
     assert_parity(ours, expected)
     if variant == "NK":
@@ -197,9 +205,9 @@ def test_kitti_max_depth_80_option(tmp_path):
         jax.tree_util.tree_map(lambda a, b: bool((a == b).all()), explicit_variables, variables)
     )
 
-    nyu = oc.original_config(stand_in(LAYOUTS["ZoeD_M12_N"]))
+    nyu = oc_config.original_config(stand_in(LAYOUTS["ZoeD_M12_N"]))
     with pytest.raises(ConfigError, match="only to the KITTI model"):
-        oc.with_kitti_max_depth_80(nyu)
+        oc_config.with_kitti_max_depth_80(nyu)
     with pytest.raises(CheckpointError, match=r"holds the ZoeD_M12_K layout, but variant='NK'"):
         from_pretrained(tmp_path / "K.pt", variant="NK")
 

@@ -9,9 +9,8 @@ import pytest
 import reference
 from tolerances import FP32_RELATIVE, relative_error
 
-from zoedepth_jax import apply_with_intermediates
+from zoedepth_jax import apply_with_intermediates, from_pretrained
 from zoedepth_jax.modeling.layers import traced_forms
-from zoedepth_jax.weights import from_pretrained
 
 SIZES = [(384, 512), (384, 768), (320, 448)]
 # (variant, router logit offset): the NK checkpoint is steered to each head in turn.
@@ -108,6 +107,52 @@ def test_per_image_routing_equals_one_image_at_a_time(tmp_path):
     batch_model, _ = from_pretrained(tmp_path, routing="batch")
     together = batch_model.apply(variables, nhwc(images)).predicted_depth
     assert relative_error(together, batched.predicted_depth) > 100 * FP32_RELATIVE
+
+
+def _offset_against_the_first_image(margins: np.ndarray) -> float | None:
+    """A router offset (added to every image's kitti - nyu margin) under which the images split between the heads
+    and transformers' batch rule (the sign of the summed margins) differs from the first image's own choice and,
+    for three or more images, from the majority of the images' choices; None if there is none. Candidates lie
+    midway between the margins that decide a choice, so every decision has room to spare."""
+    edges = np.sort(np.concatenate([-margins, [-margins.mean()]]))
+    for offset in (edges[:-1] + edges[1:]) / 2:
+        own = margins + offset > 0
+        together = margins.mean() + offset > 0
+        majority = own.sum() * 2 > len(own)
+        if 0 < own.sum() < len(own) and together != own[0] and (len(own) < 3 or together != majority):
+            return float(offset)
+    return None
+
+
+@pytest.mark.parametrize("batch", [2, 3])
+def test_batch_routing_matches_transformers_on_mixed_batches(tmp_path, batch):
+    """routing="batch" on a batch whose images the router sends to different heads: the head transformers'
+    rule picks for the whole batch (softmax of the summed logits), with its depth and intermediates, where the
+    first image's choice or a majority vote would pick the other head."""
+    hf_model = reference.build("nyu-kitti", tmp_path, seed=7)
+    for seed in range(20):  # images whose margins allow such a split
+        images = reference.test_images(batch, 320, 448, seed=seed)
+        logits = np.concatenate(
+            [reference.run_reference(hf_model, images[i : i + 1])["domain_logits"] for i in range(batch)]
+        )
+        offset = _offset_against_the_first_image(logits[:, 1] - logits[:, 0])
+        if offset is not None:
+            break
+    assert offset is not None, "no test images whose router margins allow a mixed batch"
+    reference.steer_router(hf_model, offset)
+    hf_model.save_pretrained(tmp_path)
+    expected = reference.run_reference(hf_model, images)
+    own = expected["domain_logits"].argmax(-1)
+    chosen = ["nyu", "kitti"][1 - own[0]]
+    assert 0 < own.sum() < batch and f"bin_centers_{chosen}" in expected, "the batch should go against image 0"
+
+    model, variables = from_pretrained(tmp_path, routing="batch")
+    output, intermediates = apply_with_intermediates(model, variables, nhwc(images))
+    assert_matches(
+        dict(intermediates, predicted_depth=output.predicted_depth, domain_logits=output.domain_logits), expected
+    )
+    per_image = from_pretrained(tmp_path, routing="per_image")[0].apply(variables, nhwc(images)).predicted_depth
+    assert relative_error(per_image, output.predicted_depth) > 100 * FP32_RELATIVE  # the rules differ here
 
 
 def test_perturbing_one_weight_breaks_parity(checkpoints):

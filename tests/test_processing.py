@@ -27,7 +27,8 @@ from tolerances import (
 from transformers.models.zoedepth import image_processing_pil_zoedepth as hf_module
 
 from zoedepth_jax import ConfigError, ImageError, ZoeDepthOutput, ops
-from zoedepth_jax.processing import RELEASED_DEFAULTS, ZoeDepthImageProcessor, load_image
+from zoedepth_jax.inference.images import load_image
+from zoedepth_jax.inference.processor import RELEASED_DEFAULTS, ZoeDepthImageProcessor
 
 HF = reference.hf_processor()  # the released settings, stated independently of ours in tests/reference.py
 OURS = ZoeDepthImageProcessor()
@@ -394,7 +395,7 @@ def test_mixed_shapes_cannot_be_batched():
 
 def test_processing_imports_neither_torch_nor_transformers():
     root = Path(__file__).resolve().parents[1] / "zoedepth_jax"
-    for module in ("processing.py", "ops.py"):
+    for module in ("inference/images.py", "inference/processor.py", "ops.py"):
         tree = ast.parse((root / module).read_text())
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}

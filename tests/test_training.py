@@ -19,13 +19,16 @@ import torch
 from safetensors.numpy import load_file
 from tolerances import GRADIENT_RELATIVE
 
-from zoedepth_jax import checkpoint_map, train_checkpoint
+from zoedepth_jax import from_pretrained
+from zoedepth_jax.domains import DOMAIN_LABELS
 from zoedepth_jax.errors import CheckpointError
-from zoedepth_jax.losses import DOMAIN_LABELS, silog_loss
-from zoedepth_jax.train_checkpoint import load_train_state, save_train_state
-from zoedepth_jax.train_config import TrainConfig
-from zoedepth_jax.training import batch_loss, create_train_state, make_train_step
-from zoedepth_jax.weights import _target_shapes, from_pretrained
+from zoedepth_jax.training import checkpoint as train_checkpoint
+from zoedepth_jax.training.checkpoint import load_train_state, save_train_state
+from zoedepth_jax.training.config import TrainConfig
+from zoedepth_jax.training.losses import silog_loss
+from zoedepth_jax.training.step import batch_loss, create_train_state, make_train_step
+from zoedepth_jax.weights import hf_names, trees
+from zoedepth_jax.weights.trees import param_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,15 +88,15 @@ def test_gradients_match_pytorch(checkpoints, variant, tmp_path):
     unused = {name for name in torch_grads if name.startswith("neck.fusion_stage.layers.0.residual_layer1.")}
     assert len(unused) == 4 and len(no_grad) == 4
     model, variables = from_pretrained(folder)
-    expected = checkpoint_map.convert_hf_state_dict(torch_grads, model.config, _target_shapes(model))
-    expected = checkpoint_map.flatten_params(expected)
+    expected = hf_names.convert_hf_state_dict(torch_grads, model.config, param_shapes(model.config))
+    expected = trees.flatten_params(expected)
 
     def loss_fn(params):
         output = model.apply({"params": params}, jnp.asarray(images.transpose(0, 2, 3, 1)))
         return silog_loss(output.predicted_depth, jnp.asarray(target), jnp.asarray(mask))
 
     loss, ours = jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
-    ours = checkpoint_map.flatten_params(ours)
+    ours = trees.flatten_params(ours)
     assert float(loss) == pytest.approx(torch_loss.item(), rel=1e-5)
     assert set(ours) == set(expected)
 
@@ -283,7 +286,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import os, sys
     import numpy as np
-    from zoedepth_jax import train_checkpoint
+    from zoedepth_jax.training import checkpoint as train_checkpoint
 
     path = sys.argv[1]
     train_checkpoint.save_train_state(path, {"step": np.int32(1), "w": np.full((64, 64), 1.0, np.float32)})
@@ -317,10 +320,10 @@ DATA_PARALLEL = textwrap.dedent(
     """
     import dataclasses, sys
     import jax, numpy as np
-    from zoedepth_jax.train_checkpoint import load_train_state, save_train_state
-    from zoedepth_jax.train_config import TrainConfig
-    from zoedepth_jax.training import create_train_state, data_mesh, make_train_step
-    from zoedepth_jax.weights import from_pretrained
+    from zoedepth_jax.training.checkpoint import load_train_state, save_train_state
+    from zoedepth_jax.training.config import TrainConfig
+    from zoedepth_jax.training.step import create_train_state, data_mesh, make_train_step
+    from zoedepth_jax import from_pretrained
 
     folder, work = sys.argv[1], sys.argv[2]
     assert len(jax.devices()) == 4

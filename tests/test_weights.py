@@ -15,8 +15,7 @@ import pytest
 import reference
 from safetensors.numpy import load_file, save_file
 
-from zoedepth_jax import CheckpointError, ConfigError, ZoeDepthConfig
-from zoedepth_jax.weights import from_pretrained, save_pretrained
+from zoedepth_jax import CheckpointError, ConfigError, ZoeDepthConfig, from_pretrained, save_pretrained
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +161,7 @@ def test_hub_id_resolves_offline_from_the_cache(nk_folder, tmp_path):
     lay_out_hub_cache(cache, "Intel/zoedepth-nyu-kitti", nk_folder)
     script = (
         "import sys, numpy as np\n"
-        "from zoedepth_jax.weights import from_pretrained\n"
+        "from zoedepth_jax import from_pretrained\n"
         "model, variables = from_pretrained('Intel/zoedepth-nyu-kitti')\n"
         "x = np.load(sys.argv[1])\n"
         "np.save(sys.argv[2], np.asarray(model.apply(variables, x).predicted_depth))\n"
@@ -194,7 +193,7 @@ def test_library_imports_and_loads_without_torch(nk_folder, tmp_path):
         "sys.modules['torch'] = None\n"  # any import of torch now fails
         "sys.modules['transformers'] = None\n"
         "import numpy as np, zoedepth_jax\n"
-        "from zoedepth_jax.weights import from_pretrained\n"
+        "from zoedepth_jax import from_pretrained\n"
         "model, variables = from_pretrained(sys.argv[1])\n"
         "print(model.apply(variables, np.zeros((1, 64, 64, 3), np.float32)).predicted_depth.shape)\n"
     )

@@ -7,7 +7,7 @@ error is taken per pixel, max(|ours - reference| / reference), the stricter of t
 
 import numpy as np
 
-# fp32 against transformers on CPU: the project's parity target (issue: "fp32 max relative error <= 1e-4").
+# fp32 against transformers on CPU: the project's parity target, fp32 max relative error <= 1e-4.
 # Measured headroom: tiny checkpoints agree to ~1e-6; the remaining difference is summation order in matmuls,
 # convolutions and softmax, which XLA and PyTorch schedule differently.
 FP32_RELATIVE = 1e-4
@@ -30,8 +30,8 @@ def depth_relative_error(ours, reference) -> float:
 # order (a matmul's blocking against a convolution's), measured ~1e-7 of the output's scale. bf16: products of
 # bf16 values are exact in fp32 and both sides accumulate in fp32 (the reference in fp32 on the same values);
 # ours adds the bias in fp32 and rounds to bf16 once, at most 2^-8 of each value, so at most 2^-8 of the
-# tensor's scale (plus the fp32 summation order, ~1e-7). (Until session 6 the bias was added after rounding, as
-# `nn.Conv` does in bf16: two roundings, measured 4.3e-3 to 4.8e-3.)
+# tensor's scale (plus the fp32 summation order, ~1e-7). Adding the bias after rounding, as `nn.Conv` does in
+# bf16, rounds twice and does not meet this bound (4.3e-3 to 4.8e-3).
 LAYER_FP32_RELATIVE = 1e-6
 LAYER_BF16_RELATIVE = 2.0**-8 + LAYER_FP32_RELATIVE
 
@@ -56,7 +56,7 @@ PIXEL_VALUES_ABS = 1e-5
 # at most one 0..255 level before normalisation.
 UINT8_RESIZE_LEVELS = 1.0
 
-# post_process_depth_estimation against torch's bicubic interpolate (the issue's bound). Measured ~1e-7: the same
+# post_process_depth_estimation against torch's bicubic interpolate, at the parity bound. Measured ~1e-7: the same
 # coordinates and weights as torch, float32 sums rounded differently.
 POST_PROCESS_RELATIVE = 1e-4
 
@@ -71,7 +71,7 @@ RESIZE_RELATIVE = 1e-6
 LOSS_RELATIVE = 1e-5
 
 # Gradients of the SILog loss against PyTorch's autograd through transformers (tests/test_training.py), per
-# parameter leaf: |norm(ours) - norm(torch)| / norm(torch) and max|ours - torch| / max|torch| (the issue's bound).
+# parameter leaf: |norm(ours) - norm(torch)| / norm(torch) and max|ours - torch| / max|torch|.
 # Measured on the tiny re-drawn checkpoints of the test: nyu 4.4e-4, kitti 4.3e-4 (worst leaf, in the metric
 # head; 2.8e-4 and 6.0e-4 with another seed). fp32 rounding of the forward is amplified through the attractor
 # chain on the way back; it is noise of both sides, not a difference of definitions: against torch in float64,

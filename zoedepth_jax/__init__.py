@@ -2,10 +2,11 @@
 
 from zoedepth_jax.config import BeitConfig, BinConfiguration, ZoeDepthConfig
 from zoedepth_jax.errors import CheckpointError, ConfigError, ImageError, ZoeDepthError
+from zoedepth_jax.inference.estimator import DepthEstimator, pipeline
+from zoedepth_jax.inference.images import load_image
+from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput, apply_with_intermediates
-from zoedepth_jax.pipeline import DepthEstimator, pipeline
-from zoedepth_jax.processing import ZoeDepthImageProcessor, load_image
-from zoedepth_jax.weights import from_pretrained, save_pretrained
+from zoedepth_jax.weights.loading import from_pretrained, save_pretrained
 
 __all__ = [
     "BeitConfig",

@@ -4,25 +4,26 @@
     zoedepth-jax convert Intel/zoedepth-nyu-kitti ./zoedepth-nyu-kitti-flax
     zoedepth-jax eval nyu_test/ --dataset nyu --model Intel/zoedepth-nyu
 
-JAX is imported only when a command runs, so that `--help` answers at once.
+Each command parses its options and calls the library: `inference.folders` (predict), `weights.loading.convert`
+(convert), `inference.export` (export), `evaluation.folders` (eval). Errors the library raises on purpose
+(`ZoeDepthError`) are printed as one line and give exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import dataclasses
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
 from zoedepth_jax.errors import ZoeDepthError
+from zoedepth_jax.evaluation import folders as evaluation
+from zoedepth_jax.evaluation.metrics import CROPS
+from zoedepth_jax.inference import folders
+from zoedepth_jax.inference.estimator import DEFAULT_MODEL, DepthEstimator
+from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES, ROUTINGS
 
-DEFAULT_MODEL = "Intel/zoedepth-nyu-kitti"
 DEFAULT_OUT = "depth_out"
-DTYPES = ("float32", "bfloat16")
-ROUTINGS = ("per_image", "batch")
 
 _DESCRIPTION = """\
 ZoeDepth metric monocular depth in JAX: estimates, for every pixel of a photo, its distance from the camera
@@ -77,7 +78,7 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
     """The options of `DepthEstimator` that predict and eval share."""
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="images per model call (default: 1 per device, so one on a single CPU or GPU)",
@@ -90,7 +91,7 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=DTYPES,
+        choices=tuple(COMPUTE_DTYPES),
         default="float32",
         help="compute type of the backbone and neck: float32 (default, exact) or bfloat16 (faster on GPU/TPU, "
         "slightly less accurate); weights stay float32",
@@ -104,18 +105,17 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _estimator_from_args(args: argparse.Namespace):
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _estimator_from_args(args: argparse.Namespace) -> DepthEstimator:
     """The `DepthEstimator` that the options of `_add_estimator_options` describe."""
-    import jax.numpy as jnp
-
-    from zoedepth_jax.pipeline import DepthEstimator
-
     return DepthEstimator(
-        args.model,
-        flip=args.flip,
-        batch_size=args.batch_size,
-        dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype],
-        routing=args.routing,
+        args.model, flip=args.flip, batch_size=args.batch_size, dtype=COMPUTE_DTYPES[args.dtype], routing=args.routing
     )
 
 
@@ -124,7 +124,14 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="zoedepth-jax", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_predict_parser(commands)
+    _add_convert_parser(commands)
+    _add_export_parser(commands)
+    _add_eval_parser(commands)
+    return parser
 
+
+def _add_predict_parser(commands) -> None:
     predict = _add_command(
         commands,
         "predict",
@@ -158,6 +165,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
     predict.set_defaults(func=_predict)
 
+
+def _add_convert_parser(commands) -> None:
     convert = _add_command(
         commands,
         "convert",
@@ -179,6 +188,8 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace the files if OUT already holds them")
     convert.set_defaults(func=_convert)
 
+
+def _add_export_parser(commands) -> None:
     export = _add_command(
         commands,
         "export",
@@ -190,41 +201,34 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--height", type=int, default=384, help="input height in pixels (multiple of 16)")
     export.add_argument("--width", type=int, default=512, help="input width in pixels (multiple of 16)")
     export.add_argument(
-        "--batch-size", type=int, default=None, metavar="N", help="fixed batch size (default: symbolic, any batch)"
+        "--batch-size", type=_positive_int, default=None, metavar="N", help="fixed batch size (default: any batch)"
     )
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     export.set_defaults(func=_export)
-    _add_eval_parser(commands)
-    return parser
 
 
 def _predict(args: argparse.Namespace) -> int:
     import jax
 
-    from zoedepth_jax import folder_inference
-
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ZoeDepthError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.distributed:
         _initialize_distributed(args)
     first_process = jax.process_index() == 0
     out_dir = Path(args.out)
-    jobs, missing = folder_inference.collect_jobs(args.inputs, out_dir)
+    jobs, missing = folders.collect_jobs(args.inputs, out_dir)
     if first_process:  # every process sees the same inputs: report (and count) the missing ones once
         for name in missing:
             print(f"error: {name}: no such file or folder (skipped)", file=sys.stderr)
-    jobs = folder_inference.shard_for_process(jobs, jax.process_index(), jax.process_count())
+    jobs = folders.shard_for_process(jobs, jax.process_index(), jax.process_count())
     color = not args.no_color
-    todo = [job for job in jobs if args.overwrite or not all(p.exists() for p in job.outputs(args.npy, color))]
-    summary = folder_inference.Summary(skipped=len(jobs) - len(todo), failed=len(missing) if first_process else 0)
+    todo = folders.pending_jobs(jobs, args.npy, color, args.overwrite)
+    summary = folders.Summary(skipped=len(jobs) - len(todo), failed=len(missing) if first_process else 0)
     if summary.skipped:
         message = f"{summary.skipped} image(s) already done in {out_dir}, skipped (--overwrite redoes them)"
         print(message, file=sys.stderr)
     if todo:
-        estimator = _estimator_from_args(args)
-        ran = folder_inference.run_jobs(todo, estimator, args.npy, color, progress=not args.no_progress)
+        ran = folders.run_jobs(todo, _estimator_from_args(args), args.npy, color, progress=not args.no_progress)
         summary.done, summary.failed = ran.done, summary.failed + ran.failed
-    total = folder_inference.total_over_processes(summary)
+    total = folders.total_over_processes(summary)
     if first_process:
         if not jobs and not missing and jax.process_count() == 1:
             print("no images found in the given folders", file=sys.stderr)
@@ -252,60 +256,30 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    import jax
+    from zoedepth_jax.weights.loading import convert
 
-    from zoedepth_jax.files import write_atomically
-    from zoedepth_jax.processing import ZoeDepthImageProcessor
-    from zoedepth_jax.weights import (
-        CONFIG_NAME,
-        FLAX_WEIGHTS_NAME,
-        PREPROCESSOR_CONFIG_NAME,
-        from_pretrained,
-        resolve,
-        save_pretrained,
+    done = convert(
+        args.src,
+        args.out,
+        variant=args.variant,
+        kitti_max_depth_80=args.kitti_max_depth_80,
+        overwrite=args.overwrite,
+        progress=lambda line: print(line, file=sys.stderr),
     )
-
-    start = time.perf_counter()
-    out = Path(args.out)
-    names = (CONFIG_NAME, FLAX_WEIGHTS_NAME, PREPROCESSOR_CONFIG_NAME)
-    existing = [str(out / name) for name in names if (out / name).exists()]
-    if existing and not args.overwrite:  # checked before the (slow) load; save_pretrained checks again
-        raise ZoeDepthError(f"not overwriting {', '.join(existing)} (pass --overwrite)")
-
-    print(f"[1/3] finding {args.src}", file=sys.stderr)
-    folder = resolve(args.src)
-    print(f"[2/3] reading and converting the weights in {folder}", file=sys.stderr)
-    options = {"variant": args.variant} if args.variant else {}  # a folder refuses a variant
-    model, variables = from_pretrained(folder, kitti_max_depth_80=args.kitti_max_depth_80, **options)
-    processor_config = folder / PREPROCESSOR_CONFIG_NAME
-    if processor_config.is_file():
-        ZoeDepthImageProcessor.from_json_file(processor_config)  # refuse to pass on settings we cannot run
-    print(f"[3/3] writing {out}", file=sys.stderr)
-    try:
-        save_pretrained(out, model, variables, overwrite=args.overwrite)
-        if processor_config.is_file():
-            write_atomically(out / PREPROCESSOR_CONFIG_NAME, lambda temp: shutil.copyfile(processor_config, temp))
-    except FileExistsError as e:
-        raise ZoeDepthError(f"{e}; pass --overwrite") from None
-    except OSError as e:
-        raise ZoeDepthError(f"cannot write {out}: {e}") from None
-    seconds = time.perf_counter() - start
-    num_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(variables["params"]))
-    written = sum((out / name).stat().st_size for name in names if (out / name).exists())
-    print(f"converted {args.src} -> {out}")
-    print(f"  parameters:    {num_params:,}")
-    print(f"  bytes written: {written:,} ({written / 2**20:.1f} MiB)")
-    print(f"  seconds:       {seconds:.1f}")
+    print(f"converted {args.src} -> {done.out}")
+    print(f"  parameters:    {done.num_parameters:,}")
+    print(f"  bytes written: {done.num_bytes:,} ({done.num_bytes / 2**20:.1f} MiB)")
+    print(f"  seconds:       {done.seconds:.1f}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from zoedepth_jax.export import export_model, save_exported
-    from zoedepth_jax.weights import from_pretrained
+    from zoedepth_jax.files import refuse_to_overwrite
+    from zoedepth_jax.inference.export import export_model, save_exported
+    from zoedepth_jax.weights.loading import from_pretrained
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ZoeDepthError(f"not overwriting {out} (pass --overwrite)")
+    refuse_to_overwrite([out], args.overwrite)  # before the load and the trace, which take a while
     model, variables = from_pretrained(args.model)
     exported = export_model(model, variables, args.height, args.width, args.batch_size)
     save_exported(out, exported, overwrite=args.overwrite)
@@ -328,8 +302,6 @@ strictly inside that range and inside the crop are compared.
 
 
 def _add_eval_parser(commands) -> None:
-    from zoedepth_jax.metrics import CROPS
-
     evaluate = _add_command(
         commands,
         "eval",
@@ -350,19 +322,13 @@ def _add_eval_parser(commands) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from tqdm import tqdm
-
-    from zoedepth_jax import evaluation
 
     overrides = {"depth_scale": args.depth_scale, "min_depth": args.min_depth, "max_depth": args.max_depth}
     overrides["crop"] = args.crop
     settings = dataclasses.replace(
         evaluation.DATASETS[args.dataset], **{name: value for name, value in overrides.items() if value is not None}
     )
-    if not 0 <= settings.min_depth < settings.max_depth or settings.depth_scale <= 0:
-        raise ZoeDepthError(f"need 0 <= min depth < max depth and a positive depth scale, got {settings}")
     folder = Path(args.folder)
     if not folder.is_dir():
         raise ZoeDepthError(f"{folder} is not a folder")

@@ -155,6 +155,10 @@ class BeitConfig:
         return dict(sorted(out.items()))
 
 
+# ZoeDepth's own default depth range in meters (min_depth, max_depth), for a head whose config does not set one.
+DEFAULT_DEPTH_RANGE = (1e-3, 10.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class BinConfiguration:
     """One metric head: its name (the domain), number of bins and depth range in meters."""
@@ -206,7 +210,7 @@ class ZoeDepthConfig:
     min_temp: float = 0.0212
     max_temp: float = 50.0
     bin_centers_type: str = "softplus"
-    bin_configurations: tuple[BinConfiguration, ...] = (BinConfiguration("metric", 64, 1e-3, 10.0),)
+    bin_configurations: tuple[BinConfiguration, ...] = (BinConfiguration("metric", 64, *DEFAULT_DEPTH_RANGE),)
     num_patch_transformer_layers: int | None = None
     patch_transformer_hidden_size: int | None = None
     patch_transformer_intermediate_size: int | None = None
@@ -337,3 +341,30 @@ class ZoeDepthConfig:
         config = dataclasses.replace(self, **changes)
         config.validate()
         return config
+
+
+# A tiny ZoeDepth: the released architecture (BEiT, DPT neck, metric-bins head) at a size that runs in a moment
+# on a CPU. The tests build their transformers models from these values, the fine-tuning example and the
+# benchmark scripts' quick checks run it. The 4x4 pretraining window makes every input size interpolate the
+# relative-position tables, as the full model does at 384x512.
+TINY_BACKBONE = {
+    "image_size": 64,
+    "patch_size": 16,
+    "num_hidden_layers": 4,
+    "hidden_size": 48,
+    "intermediate_size": 96,
+    "num_attention_heads": 3,
+    "out_indices": (1, 2, 3, 4),
+}
+TINY_NECK_AND_HEAD = {
+    "neck_hidden_sizes": (16, 32, 48, 48),
+    "fusion_hidden_size": 32,
+    "bottleneck_features": 32,
+    "num_relative_features": 8,
+    "bin_embedding_dim": 16,
+}
+
+
+def tiny_config(**changes: Any) -> ZoeDepthConfig:
+    """The tiny ZoeDepth above with one softplus head (ZoeDepthConfig's defaults for the rest), and `changes`."""
+    return ZoeDepthConfig(backbone_config=BeitConfig(**TINY_BACKBONE), **TINY_NECK_AND_HEAD).replace(**changes)

@@ -1,11 +1,23 @@
-"""Writing files so that a crash or a full disk never leaves a half-written one behind."""
+"""Writing files so that a crash or a full disk never leaves a half-written one behind, and none is overwritten
+unless that was asked for."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from zoedepth_jax.errors import OutputExistsError
+
+
+def refuse_to_overwrite(paths: Iterable[Path], overwrite: bool) -> None:
+    """Raises an OutputExistsError naming every one of `paths` that exists, unless `overwrite`."""
+    existing = [str(path) for path in paths if Path(path).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"not overwriting {', '.join(existing)} (pass overwrite=True, or --overwrite on the command line)"
+        )
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:

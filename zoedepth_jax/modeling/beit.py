@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoedepth_jax.config import BeitConfig
+from zoedepth_jax.errors import ArgumentError
 from zoedepth_jax.modeling.layers import DenseBlock, Dtype, cpu_forms, dense, gelu, layer_norm
 from zoedepth_jax.ops import resize_bilinear
 
@@ -59,13 +60,11 @@ class RelativePositionBias(nn.Module):
 
 
 # Steps of `attention_with_relative_bias`: each covers HEADS_PER_STEP heads and one chunk of queries, of every
-# image. Measured on 2 CPU cores, one BEiT-L layer at 384x512 (16 heads, 769 tokens), ms per layer fp32 / bf16:
-# batch 1: 2 heads x all 769 queries 24-30 / 17-21, against 30-45 / 18-22 for the earlier steps of 64 queries of
-# all 16 heads; batch 4: 2 heads x 385 queries 112 / 104 against 175 / 127 (32 queries x 16 heads); batch 8:
-# 2 heads x 193 queries 237 / 191 against 310 / 265. Per (image, head) the two matmuls are then [Nq, 64] x
-# [64, N] and [Nq, N] x [N, 64] with Nq in the hundreds, which XLA:CPU's dot runs far faster than many small ones;
-# a step's scores ([B, 2, Nq, N] fp32, ~5-10 MB) still stay in the last-level cache. Queries per step shrink
-# as the batch grows: ceil(B / 2) chunks, so a step holds about 2 x 2 x 769 score rows.
+# image. Per (image, head) the two matmuls are then [Nq, 64] x [64, N] and [Nq, N] x [N, 64] with Nq in the
+# hundreds, which XLA:CPU's dot runs far faster than many small ones (steps of a few dozen queries of all heads
+# were slower at every batch size: benchmarks/HISTORY.md), while a step's scores ([B, 2, Nq, N] fp32) still
+# stay in the last-level cache. Queries per step shrink as the batch grows: ceil(B / 2) chunks, so a step holds
+# about 2 x 2 x N score rows at any batch.
 HEADS_PER_STEP = 2
 QUERY_CHUNKS_SYMBOLIC_BATCH = 4  # `jax.export` with a symbolic batch: the batch-8 choice
 
@@ -95,7 +94,7 @@ def attention_with_relative_bias(query, key, value, bias_table, bias_index, drop
 
     The whole `[B, heads, Nq, Nk]` score tensor never exists: XLA:CPU has no fused attention, and writing the
     scores, the bias and the weights of a BEiT-L layer to memory and reading them back cost more than the matmuls
-    (measured: 85 ms per layer unchunked, 24-30 ms in these steps, fp32, identical outputs). The loops run over
+    (benchmarks/HISTORY.md; the outputs are identical). The loops run over
     heads and chunks of queries, never over images: the batch axis stays a plain axis of every step, so a batch
     sharded over devices stays sharded (a loop over images made XLA gather every image's q, k and v onto every
     device). Each output row depends on its own query and head only, so the result is the unchunked one: scores
@@ -270,7 +269,7 @@ class BeitBackbone(nn.Module):
         _, height, width, channels = pixel_values.shape
         p = self.config.patch_size
         if height % p or width % p or channels != 3:
-            raise ValueError(
+            raise ArgumentError(
                 f"pixel_values must be [B, H, W, 3] with H and W multiples of {p}, got {pixel_values.shape}"
             )
         grid = (height // p, width // p)

@@ -15,11 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoedepth_jax.errors import ArgumentError
+
 Dtype = jnp.dtype
 
 
 # Which forms of the model's hot spots are traced. "cpu": loops over row bands and query chunks (a cache-sized
-# working set per step) and convolutions as matmuls, each measured faster on XLA:CPU (see the classes and
+# working set per step) and convolutions as matmuls, each faster on XLA:CPU (see the classes and
 # functions that use it). "plain": whole-tensor attention, convolutions and per-pixel chains, for GPUs and TPUs,
 # where those loops would cut one device kernel into many small sequential ones. By default "cpu" exactly when
 # JAX's default backend is the CPU; `traced_forms` overrides that while a function is traced, in its own thread
@@ -47,7 +49,7 @@ def traced_forms(kind: str) -> Iterator[None]:
     """Traces the model's "cpu" or "plain" forms inside the block, whatever the default backend (for an export to
     another platform, or a test comparing the two). Both compute the same function."""
     if kind not in FORMS:
-        raise ValueError(f"forms must be one of {FORMS}, got {kind!r}")
+        raise ArgumentError(f"forms must be one of {FORMS}, got {kind!r}")
     stack = _override_stack()
     stack.append(kind)
     try:
@@ -60,8 +62,8 @@ def dot_in_f32(lhs, rhs, dimension_numbers):
     """`lax.dot_general` accumulating in fp32 and returning fp32.
 
     For fp32 inputs this is the plain dot. For bf16 it is the form XLA:CPU runs on its bf16 dot kernels
-    (avx512_bf16, AMX; bf16 inputs, fp32 result); a bf16 -> bf16 dot runs there in fp32 with conversions, about
-    half as fast (measured on a BEiT-L MLP matmul). On GPU/TPU it is what the matrix units do anyway.
+    (avx512_bf16, AMX; bf16 inputs, fp32 result); a bf16 -> bf16 dot runs there in fp32 with conversions, much
+    slower (benchmarks/HISTORY.md). On GPU/TPU it is what the matrix units do anyway.
     """
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, preferred_element_type=jnp.float32)
 
@@ -82,8 +84,8 @@ def gelu(x: jax.Array) -> jax.Array:
     """Exact GELU as torch computes it, x/2 (1 + erf(x / sqrt(2))), in fp32 and rounded once to `x`'s dtype.
 
     `nn.gelu(approximate=False)` uses erfc, which XLA expands into two branches with an exponential and
-    divisions, and in bf16 rounds every intermediate; torch's bf16 GELU computes in fp32 and rounds once.
-    One BEiT-L MLP activation ([769, 4096]) on 2 CPU cores: 6.9 -> 5.1 ms fp32, 6.1 -> 2.5 ms bf16.
+    divisions, and in bf16 rounds every intermediate; torch's bf16 GELU computes in fp32 and rounds once. This
+    form is also the faster one on XLA:CPU in both dtypes (benchmarks/HISTORY.md).
     """
     x32 = x.astype(jnp.float32)
     return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
@@ -142,9 +144,9 @@ class Conv1x1(nn.Module):
     """A 1x1 convolution computed as a matmul over the channel axis, with `nn.Conv`'s parameters
     (`kernel [1, 1, in, out]`, `bias [out]`) and initialisers.
 
-    XLA:CPU runs a 1x1 `conv_general_dilated` well below its dot rate (measured on 2 cores, fp32: 36 vs 176 GFLOP/s
-    at 192x256 with 256 -> 64 channels, 35 vs 174 at 128 -> 128, 159 vs 187 at 96x128 with 256 -> 256), and in
-    bf16 the dot takes the bf16 path (`dot_in_f32`) where a convolution is converted to fp32.
+    XLA:CPU runs a 1x1 `conv_general_dilated` well below its dot rate at the neck's and heads' sizes
+    (benchmarks/HISTORY.md), and in bf16 the dot takes the bf16 path (`dot_in_f32`) where a convolution is
+    converted to fp32.
     """
 
     features: int
@@ -154,7 +156,7 @@ class Conv1x1(nn.Module):
     @nn.compact
     def __call__(self, x):  # [..., C_in] -> [..., features]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features))
-        return project_channels(self, x, kernel.astype(self.dtype)[0, 0])  # converted first: see compute_dtype.py
+        return project_channels(self, x, kernel.astype(self.dtype)[0, 0])  # converted first: see weights/dtypes.py
 
 
 class StridedConvAsMatmul(nn.Module):
@@ -162,10 +164,9 @@ class StridedConvAsMatmul(nn.Module):
     taps of the input laid side by side on the channel axis (im2col), with `nn.Conv`'s parameters and initialisers
     (`kernel [k, k, in, out]`, `bias [out]`).
 
-    XLA:CPU runs strided convolutions far below its dot rate: the neck's 3x3 stride-2 convolution (1024 -> 1024
-    channels, 24x32 -> 12x16) took 41 ms fp32 (88 GFLOP/s) and 59 ms bf16 (converted to fp32, plus converting
-    its 9.4M-weight kernel on every call); this form 20 ms and 12 ms (183 and 310 GFLOP/s), measured on 2 cores.
-    Strided outputs are few, so the taps (`[B, H/s, W/s, k*k*C_in]`) are small.
+    XLA:CPU runs strided convolutions far below its dot rate, and in bf16 converts them (and their kernel, on
+    every call) to fp32; this form runs at the dot's rate (the neck's 3x3 stride-2 1024 -> 1024 convolution:
+    benchmarks/HISTORY.md). Strided outputs are few, so the taps (`[B, H/s, W/s, k*k*C_in]`) are small.
     """
 
     features: int
@@ -196,12 +197,13 @@ class StridedConvAsMatmul(nn.Module):
         return add_bias_and_round(y, optional_bias(self, self.features, self.use_bias), self.dtype)
 
 
-# Output channels from which `Conv3x3InRowTiles` beats XLA:CPU's bf16 convolution (measured on 2 cores, 3x3, bf16:
-# 256 -> 256 channels at 96x128 317 vs 197 GFLOP/s, 256 -> 128 at 192x256 216 vs 163, 128 -> 32 at 384x512 80 vs 120).
+# Output channels from which `Conv3x3InRowTiles` beats XLA:CPU's bf16 convolution: wide ones gain, the relative
+# head's 128 -> 32 loses (benchmarks/HISTORY.md).
 ROW_TILED_CONV_MIN_FEATURES = 128
-# Image rows per step of `Conv3x3InRowTiles` (2, 4, 8, 16 measured at batch 1: 8 is best or within 2% of it at every
-# shape); at batch B a step covers max(1, 8 // B) rows of every image.
-CONV_TILE_ROWS = 8
+# Image rows per step of the loops over row bands (`Conv3x3InRowTiles`, `metric_bins.in_row_tiles`): enough work
+# per step to amortise the loop, a working set that stays in cache (2, 4, 8 and 16 were compared; 8 was best or
+# close to it at every shape). At batch B a step covers max(1, TILE_ROWS // B) rows of every image.
+TILE_ROWS = 8
 
 
 def rows_per_step(rows: int, batch) -> int:
@@ -217,7 +219,7 @@ class Conv3x3InRowTiles(nn.Module):
     never over images, so a batch sharded over devices stays sharded.
 
     For bf16: XLA:CPU has no bf16 convolution (it converts to fp32 and runs the fp32 one), while a bf16 matmul with
-    fp32 accumulation runs about twice as fast as fp32 on avx512_bf16 / AMX. Whole-image forms of the same matmuls
+    fp32 accumulation runs faster than fp32 on avx512_bf16 / AMX. Whole-image forms of the same matmuls
     (9 shifted products, im2col) were slower than the fp32 convolution: the shifted copies and the partial sums
     went through memory. A band's copies (`[B, rows + 2, W, 3 * C_in]`) stay in cache.
     """
@@ -231,7 +233,7 @@ class Conv3x3InRowTiles(nn.Module):
         batch, height, width, channels = x.shape
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, channels, self.features))
         by_kernel_row = kernel.astype(self.dtype).reshape(3, 3 * channels, self.features)  # (dx, c_in) flattened
-        rows = rows_per_step(CONV_TILE_ROWS, batch)
+        rows = rows_per_step(TILE_ROWS, batch)
         tiles = -(-height // rows)
         # One zero row and column on each side (the convolution's padding), plus rows up to a whole tile.
         padded = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1 + tiles * rows - height), (1, 1), (0, 0)))

@@ -12,10 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax.modeling.layers import conv, cpu_forms, gelu, rows_per_step
+from zoedepth_jax.modeling.layers import TILE_ROWS, conv, cpu_forms, gelu, rows_per_step
 from zoedepth_jax.ops import resize_bilinear
-
-F32 = jnp.float32
 
 # Quirk kept for the released weights: transformers and the original code call the inverse attractor with its
 # default strength alpha=300, gamma=2, not the config's `attractor_alpha` (1000) / `attractor_gamma`.
@@ -37,9 +35,9 @@ def attractor_shift(attractors: jnp.ndarray, bins: jnp.ndarray) -> jnp.ndarray:
 def sort_last_axis(x: jnp.ndarray) -> jnp.ndarray:
     """`jnp.sort(x, axis=-1)` (for values without NaN), as a bitonic sorting network when the axis is a power of 2.
 
-    XLA:CPU's sort of 64 bins per pixel took 255 ms at 192x256 on 2 cores; the network is 21 rounds of elementwise
-    min/max over the pixel's bins, which fuse. The result is the same multiset in ascending order, so it equals the
-    library sort exactly.
+    XLA:CPU's sort runs as a slow library call per pixel; the network is 21 rounds of elementwise min/max over the
+    pixel's bins, which fuse (the timings: benchmarks/HISTORY.md). The result is the same multiset in ascending
+    order, so it equals the library sort exactly.
     """
     n = x.shape[-1]
     if n & (n - 1):
@@ -65,8 +63,8 @@ def sum_in_order(terms) -> jnp.ndarray:
     """The sum of `terms` (arrays of one shape) as a chain of adds, first term first.
 
     Used for sums over a short channel axis (bins, attractors): XLA:CPU runs `jnp.sum(a * b, axis=-1)` over 64 bins
-    at 384x512 as a library reduction that took 170 ms on 2 cores; the chain fuses into one elementwise loop (4 ms),
-    and adds in torch's order for a reduction over the channels of an NCHW tensor.
+    as a slow library reduction, while the chain fuses into one elementwise loop (benchmarks/HISTORY.md); it also
+    adds in torch's order for a reduction over the channels of an NCHW tensor.
     """
     total = terms[0]
     for term in terms[1:]:
@@ -74,7 +72,7 @@ def sum_in_order(terms) -> jnp.ndarray:
     return total
 
 
-def in_row_tiles(fn, *maps, rows: int = 8):
+def in_row_tiles(fn, *maps, rows: int = TILE_ROWS):
     """`fn(*maps)` for a per-pixel `fn`, computed a band of image rows at a time in a loop (with the CPU forms,
     `layers.cpu_forms`; otherwise in one piece).
 
@@ -82,10 +80,9 @@ def in_row_tiles(fn, *maps, rows: int = 8):
     result is `[B, H, W, C_out]`. A step covers `rows' = rows_per_step(rows, B)` rows of every image (about `rows`
     image rows of work); the loop runs over rows, never over images, so a batch sharded over devices stays sharded.
     Why: XLA:CPU fuses a chain of per-pixel operations into the resize (gather) that consumes it, and then writes
-    each expensive term of the chain to memory on its own and recomputes the chain per gather tap (measured: the
-    16 attractor terms at 192x256, 16 passes over 12.6 MB each, ~130 ms per stage on 2 cores whose memory
-    bandwidth is ~4 GB/s; `optimization_barrier` does not prevent it on CPU). In a loop body the chain is one
-    fusion over a cache-sized tile, and its output a buffer that nothing fuses into.
+    each expensive term of the chain to memory on its own and recomputes the chain per gather tap, bound by memory
+    bandwidth (`optimization_barrier` does not prevent it on CPU; benchmarks/HISTORY.md). In a loop body the chain
+    is one fusion over a cache-sized tile, and its output a buffer that nothing fuses into.
     """
     if not cpu_forms():  # GPU / TPU: one fusion over the whole maps
         return fn(*maps)
@@ -119,8 +116,8 @@ class SeedBinRegressor(nn.Module):
 
     @nn.compact
     def __call__(self, x):  # [B, h, w, C] -> ([B, h, w, n_bins], [B, h, w, n_bins])
-        x = nn.relu(conv(self.mlp_dim, 1, "conv1", F32)(x))
-        x = conv(self.n_bins, 1, "conv2", F32)(x)
+        x = nn.relu(conv(self.mlp_dim, 1, "conv1", jnp.float32)(x))
+        x = conv(self.n_bins, 1, "conv2", jnp.float32)(x)
         if not self.normed:
             centers = nn.softplus(x)
             return centers, centers
@@ -142,8 +139,8 @@ class Projector(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(conv(self.mlp_dim, 1, "conv1", F32)(x))
-        return conv(self.features, 1, "conv2", F32)(x)
+        x = nn.relu(conv(self.mlp_dim, 1, "conv1", jnp.float32)(x))
+        return conv(self.features, 1, "conv2", jnp.float32)(x)
 
 
 class AttractorLayer(nn.Module):
@@ -163,14 +160,14 @@ class AttractorLayer(nn.Module):
     def __call__(self, embedding, prev_bins, prev_embedding):
         # embedding [B, h, w, E]; prev_bins [B, h', w', n_bins]; prev_embedding [B, h', w', E]
         x = embedding + resize_to(prev_embedding, embedding)
-        x = nn.relu(conv(embedding.shape[-1], 1, "conv1", F32)(x))
+        x = nn.relu(conv(embedding.shape[-1], 1, "conv1", jnp.float32)(x))
         if self.normed:
-            x = nn.relu(conv(2 * self.n_attractors, 1, "conv2", F32)(x)) + 1e-3
+            x = nn.relu(conv(2 * self.n_attractors, 1, "conv2", jnp.float32)(x)) + 1e-3
             # Quirk kept for the released weights: the original normalised each attractor pair and then
             # overwrote the result with the pair's first entry. Channels are (attractor, pair) interleaved.
             attractors = x[..., 0::2]
         else:
-            attractors = nn.softplus(conv(self.n_attractors, 1, "conv2", F32)(x))
+            attractors = nn.softplus(conv(self.n_attractors, 1, "conv2", jnp.float32)(x))
         bins = resize_to(prev_bins, embedding)  # [B, h, w, n_bins]
         n_bins = bins.shape[-1]
 
@@ -228,7 +225,7 @@ class ConditionalLogBinomial(nn.Module):
     the condition's share is projected at its own resolution and then resized: the same function, without the
     full-resolution concatenation (at 384x512: 160 channels in, 40 out) in memory. Rounding differs from the
     concatenated form in the last bits only. Everything after that is per pixel and runs in `in_row_tiles`: the
-    `[B, H, W, n_classes]` logits, exponentials and weighted centres (50 MB each at 384x512) stay in cache.
+    `[B, H, W, n_classes]` logits, exponentials and weighted centres stay in cache, a tile at a time.
     """
 
     n_classes: int
@@ -245,8 +242,8 @@ class ConditionalLogBinomial(nn.Module):
         condition_part = resize_to(jnp.einsum("bhwc,cf->bhwf", condition, first_kernel[split:]), main)
         centers = resize_to(centers, main)
         eps = 1e-4
-        k = jnp.arange(self.n_classes, dtype=F32)
-        last = jnp.asarray(self.n_classes - 1, F32)
+        k = jnp.arange(self.n_classes, dtype=jnp.float32)
+        last = jnp.asarray(self.n_classes - 1, jnp.float32)
         coefficients = log_binomial_coefficients(self.n_classes)
 
         def depth(main, condition_part, centers):  # one tile: [..., C1], [..., bottleneck], [..., K] -> [..., 1]

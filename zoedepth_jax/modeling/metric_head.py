@@ -22,7 +22,6 @@ import jax.numpy as jnp
 from zoedepth_jax.config import BinConfiguration, ZoeDepthConfig
 from zoedepth_jax.modeling.layers import conv
 from zoedepth_jax.modeling.metric_bins import (
-    F32,
     AttractorLayer,
     ConditionalLogBinomial,
     Projector,
@@ -48,15 +47,15 @@ class MetricHead(nn.Module):
         multi = config.is_multi_domain
         embedding_dim = config.bin_embedding_dim
         projector_dim = embedding_dim // 2 if multi else SINGLE_HEAD_PROJECTOR_MLP_DIM
-        x = conv(config.bottleneck_features, 1, "conv2", F32)(bottleneck.astype(F32))
+        x = conv(config.bottleneck_features, 1, "conv2", jnp.float32)(bottleneck.astype(jnp.float32))
         seed_embedding = Projector(embedding_dim, projector_dim, name="seed_projector")(x)
         embeddings = [
-            Projector(embedding_dim, projector_dim, name=f"projectors_{i}")(feature.astype(F32))
+            Projector(embedding_dim, projector_dim, name=f"projectors_{i}")(feature.astype(jnp.float32))
             for i, feature in enumerate(fused)
         ]
-        last = relative_features.astype(F32)
+        last = relative_features.astype(jnp.float32)
         if not multi:
-            last = jnp.concatenate([last, resize_to(relative_depth[..., None].astype(F32), last)], axis=-1)
+            last = jnp.concatenate([last, resize_to(relative_depth[..., None].astype(jnp.float32), last)], axis=-1)
         depths = jnp.stack(
             [self._domain_depth(bins, x, seed_embedding, embeddings, last) for bins in config.bin_configurations]
         )

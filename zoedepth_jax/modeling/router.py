@@ -15,7 +15,6 @@ import jax.numpy as jnp
 from zoedepth_jax.config import ZoeDepthConfig
 from zoedepth_jax.modeling.layers import conv, layer_norm
 
-F32 = jnp.float32
 # transformers runs exactly this many encoder layers, whatever `num_patch_transformer_layers` says.
 ROUTER_LAYERS = 4
 # Dropout of the router's encoder layers in training mode: transformers' constructor default, as torch's
@@ -26,8 +25,8 @@ TORCH_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which the router's norms 
 
 def sinusoidal_positions(length: int, dim: int) -> jnp.ndarray:
     """`[length, dim]`: sines in the first half of the channels, cosines in the second (not interleaved)."""
-    position = jnp.arange(length, dtype=F32)[:, None]
-    frequency = jnp.exp(jnp.arange(0, dim, 2, dtype=F32) * (-math.log(10000.0) / dim))[None, :]
+    position = jnp.arange(length, dtype=jnp.float32)[:, None]
+    frequency = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-math.log(10000.0) / dim))[None, :]
     angle = position * frequency
     return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=1)
 
@@ -75,7 +74,7 @@ class PatchTransformerEncoder(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool = True):  # [B, h, w, C] -> [B, 1 + h*w, E]
         config = self.config
-        embeddings = conv(config.patch_transformer_hidden_size, 1, "embedding_convPxP", F32)(x)
+        embeddings = conv(config.patch_transformer_hidden_size, 1, "embedding_convPxP", jnp.float32)(x)
         batch, _, _, width = embeddings.shape
         embeddings = embeddings.reshape(batch, -1, width)
         # A zero token in front accumulates the global summary the classifier reads.

@@ -14,8 +14,8 @@ from zoedepth_jax.modeling.dpt import Neck, RelativeDepthHead
 from zoedepth_jax.modeling.layers import Dtype
 from zoedepth_jax.modeling.metric_head import MetricHead
 
-ROUTINGS = ("per_image", "batch")
-COMPUTE_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+ROUTINGS = ("per_image", "batch")  # see select_domain
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # the model's compute dtypes, by name
 
 
 @flax.struct.dataclass
@@ -63,8 +63,8 @@ class ZoeDepthForDepthEstimation(nn.Module):
     def __call__(self, pixel_values: jax.Array, deterministic: bool = True) -> ZoeDepthOutput:
         if self.routing not in ROUTINGS:
             raise ConfigError(f"routing = {self.routing!r}: expected one of {ROUTINGS}")
-        if jnp.dtype(self.dtype) not in [jnp.dtype(d) for d in COMPUTE_DTYPES]:
-            raise ConfigError(f"dtype = {self.dtype!r}: expected float32, bfloat16 or float16")
+        if jnp.dtype(self.dtype) not in [jnp.dtype(d) for d in COMPUTE_DTYPES.values()]:
+            raise ConfigError(f"dtype = {self.dtype!r}: expected one of {', '.join(COMPUTE_DTYPES)}")
         config = self.config
         patch = config.backbone_config.patch_size
         hidden_states = BeitBackbone(config.backbone_config, self.dtype, name="backbone")(pixel_values, deterministic)

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from jax import export as jax_export
 
 from zoedepth_jax.errors import ConfigError, ZoeDepthError
-from zoedepth_jax.files import write_atomically
+from zoedepth_jax.files import refuse_to_overwrite, write_atomically
+from zoedepth_jax.inference.estimator import check_batch_size
 from zoedepth_jax.modeling.layers import traced_forms
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 
@@ -46,8 +47,8 @@ def export_model(
     patch = model.config.backbone_config.patch_size
     if height <= 0 or width <= 0 or height % patch or width % patch:
         raise ConfigError(f"height and width must be positive multiples of the patch size {patch}: {height}x{width}")
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1 (or None for a symbolic batch), got {batch_size}")
+    if batch_size is not None:
+        check_batch_size(batch_size)  # None: symbolic, any batch
 
     def forward(variables, pixel_values):
         output = model.apply(variables, pixel_values)
@@ -67,8 +68,7 @@ def export_model(
 def save_exported(path: str | os.PathLike, exported: jax_export.Exported, overwrite: bool = False) -> Path:
     """Writes the serialized artifact atomically; refuses to replace an existing file unless `overwrite`."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"not overwriting {path} (pass overwrite=True)")
+    refuse_to_overwrite([path], overwrite)
     try:
         data = exported.serialize()
     except ImportError as e:  # jax serializes with the optional flatbuffers package

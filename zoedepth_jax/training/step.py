@@ -2,7 +2,8 @@
 device mesh when one is given.
 
     from zoedepth_jax import from_pretrained
-    from zoedepth_jax.training import TrainConfig, create_train_state, make_train_step
+    from zoedepth_jax.training.config import TrainConfig
+    from zoedepth_jax.training.step import create_train_state, make_train_step
 
     model, variables = from_pretrained("Intel/zoedepth-nyu")
     config = TrainConfig.for_model(model.config, total_steps=10_000)
@@ -15,7 +16,7 @@ A step, as the original trainers do it: forward in training mode (dropout and dr
 `silog_weight * SILog(depth)` (+ `domain_weight * cross-entropy(domain logits)` for ZoeD-NK, with
 `batch["domain"]` [B] int: 0 nyu, 1 kitti), gradients, clipping, AdamW. The original's ZoeD-NK picks the head
 for a batch from the summed domain logits (`routing="batch"` here); pass a model with the routing you want.
-See `train_config` for what of the original recipe is not carried over.
+See `training.config` for what of the original recipe is not carried over.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from zoedepth_jax.losses import domain_cross_entropy, silog_loss
-from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
-from zoedepth_jax.optimization import group_learning_rates, learning_rate_schedule, make_optimizer
-from zoedepth_jax.train_config import TrainConfig
+from zoedepth_jax.errors import ArgumentError
+from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES, ZoeDepthForDepthEstimation
+from zoedepth_jax.training.config import TrainConfig
+from zoedepth_jax.training.losses import domain_cross_entropy, silog_loss
+from zoedepth_jax.training.optimizer import group_learning_rates, learning_rate_schedule, make_optimizer
 
 DATA_AXIS = "data"  # the mesh axis the batch is split along
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class TrainState(train_state.TrainState):
@@ -64,7 +65,7 @@ def batch_loss(
     parts = {"silog": silog}
     if output.domain_logits is not None and config.domain_weight > 0:
         if "domain" not in batch:
-            raise ValueError('a two-domain model trains its router: the batch needs "domain" [B] (0 nyu, 1 kitti)')
+            raise ArgumentError('a two-domain model trains its router: the batch needs "domain" [B] (0 nyu, 1 kitti)')
         parts["domain_ce"] = domain_cross_entropy(output.domain_logits, batch["domain"])
         loss = loss + config.domain_weight * parts["domain_ce"]
     return loss, parts
@@ -120,7 +121,7 @@ def make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mesh
     def sharded_step(state, batch, rng):
         size = jax.tree_util.tree_leaves(batch)[0].shape[0]
         if size % devices:
-            raise ValueError(f"batch size {size} is not a multiple of the {devices} devices of the mesh")
+            raise ArgumentError(f"batch size {size} is not a multiple of the {devices} devices of the mesh")
         batch = jax.device_put(batch, split)
         return compiled(jax.device_put(state, replicated), batch, jax.device_put(rng, replicated))
 

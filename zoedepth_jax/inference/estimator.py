@@ -35,12 +35,22 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
-from zoedepth_jax.compute_dtype import cast_to_compute_dtype
+from zoedepth_jax.errors import ArgumentError
+from zoedepth_jax.inference.images import load_image
+from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput
-from zoedepth_jax.processing import ZoeDepthImageProcessor, load_image
-from zoedepth_jax.weights import PREPROCESSOR_CONFIG_NAME, from_pretrained, resolve
+from zoedepth_jax.weights.dtypes import cast_to_compute_dtype
+from zoedepth_jax.weights.loading import from_pretrained
+from zoedepth_jax.weights.resolve import PREPROCESSOR_CONFIG_NAME, resolve
 
-DEFAULT_MODEL = "Intel/zoedepth-nyu-kitti"
+DEFAULT_MODEL = "Intel/zoedepth-nyu-kitti"  # indoor and outdoor: the router picks the head per image
+
+
+def check_batch_size(batch_size: int) -> int:
+    """`batch_size` if it is a whole number of images, at least one; else an ArgumentError."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError(f"batch_size must be a whole number of images, at least 1, got {batch_size!r}")
+    return batch_size
 
 
 def depth_preview(depth: np.ndarray) -> Image.Image:
@@ -77,7 +87,7 @@ class DepthEstimator:
         flip: also run the horizontally flipped image and average the two (the original `infer_pil` does).
         batch_size: images per model call (default: one per device); see the module docstring for padding.
         dtype: compute dtype of the backbone and neck (`jnp.float32`, the default, or `jnp.bfloat16`); with
-            bf16, the weights used only in bf16 are stored in it (identical outputs, see `compute_dtype`). For a
+            bf16, the weights used only in bf16 are stored in it (identical outputs, see `weights.dtypes`). For a
             module passed in, None keeps the module's own.
         routing: "per_image" (the default) or "batch", for models with several heads (nyu-kitti). For a module
             passed in, None keeps the module's own.
@@ -100,19 +110,17 @@ class DepthEstimator:
     ):
         self.devices = list(devices) if devices is not None else jax.local_devices()
         if not self.devices:
-            raise ValueError("devices is empty")
-        batch_size = len(self.devices) if batch_size is None else batch_size
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ArgumentError("devices is empty")
+        batch_size = len(self.devices) if batch_size is None else check_batch_size(batch_size)
         if isinstance(model, ZoeDepthForDepthEstimation):
             if variables is None:
-                raise ValueError("a ZoeDepthForDepthEstimation module needs its `variables`")
+                raise ArgumentError("a ZoeDepthForDepthEstimation module needs its `variables`")
             overrides = {"dtype": dtype, "routing": routing}
             self.model = model.clone(**{name: value for name, value in overrides.items() if value is not None})
             variables = cast_to_compute_dtype(self.model, variables)  # from_pretrained does this when loading
         else:
             if variables is not None:
-                raise ValueError("`variables` is only for a module; a checkpoint path or hub id brings its own")
+                raise ArgumentError("`variables` is only for a module; a checkpoint path or hub id brings its own")
             folder = resolve(model, revision, cache_dir)
             self.model, variables = from_pretrained(folder, dtype=dtype or jnp.float32, routing=routing or "per_image")
             if processor is None and (folder / PREPROCESSOR_CONFIG_NAME).is_file():

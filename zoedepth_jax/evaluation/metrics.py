@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoedepth_jax.errors import ArgumentError
 from zoedepth_jax.ops import resize_bilinear
 
 METRIC_NAMES = ("delta1", "delta2", "delta3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
@@ -61,7 +62,7 @@ def crop_mask(shape: tuple[int, int], crop: str) -> np.ndarray:
     applies the 480x640 indices to any size). "none": every pixel.
     """
     if crop not in CROPS:
-        raise ValueError(f"crop = {crop!r}: expected one of {CROPS}")
+        raise ArgumentError(f"crop = {crop!r}: expected one of {CROPS}")
     height, width = shape
     mask = np.zeros(shape, dtype=bool)
     if crop == "none":
@@ -100,5 +101,5 @@ def compute_metrics(
 def average_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
     """The mean of each metric over images (each image weighs the same)."""
     if not per_image:
-        raise ValueError("no image to average over")
+        raise ArgumentError("no image to average over")
     return {name: float(np.mean([m[name] for m in per_image])) for name in METRIC_NAMES}

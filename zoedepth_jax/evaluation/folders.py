@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zoedepth_jax.errors import ImageError
-from zoedepth_jax.folder_inference import IMAGE_SUFFIXES
-from zoedepth_jax.metrics import METRIC_NAMES, average_metrics, compute_metrics
-from zoedepth_jax.pipeline import DepthEstimator, PreparedImage
+from zoedepth_jax.domains import DEPTH_RANGES
+from zoedepth_jax.errors import ArgumentError, ImageError
+from zoedepth_jax.evaluation.metrics import METRIC_NAMES, average_metrics, compute_metrics
+from zoedepth_jax.inference.estimator import DepthEstimator, PreparedImage
+from zoedepth_jax.inference.folders import IMAGE_SUFFIXES
 
 DEPTH_SUFFIX = "_depth.png"
 CHUNK_IMAGES = 16  # images loaded and predicted at a time: memory stays flat for folders of any size
@@ -40,12 +41,16 @@ class EvalSettings:
     crop: str
     depth_scale: float
 
+    def __post_init__(self):
+        if not 0 <= self.min_depth < self.max_depth or self.depth_scale <= 0:
+            raise ArgumentError(f"need 0 <= min depth < max depth and a positive depth scale, got {self}")
 
-# The original's evaluation settings (utils/config.py DATASETS_CONFIG): NYU-v2 with Eigen's crop up to 10 m,
-# KITTI with Garg's crop up to 80 m; the PNG scales are the datasets' usual ones.
+
+# The original's evaluation settings (utils/config.py DATASETS_CONFIG): NYU-v2 with Eigen's crop, KITTI with
+# Garg's crop, each over its domain's depth range; the PNG scales are the datasets' usual ones.
 DATASETS = {
-    "nyu": EvalSettings(min_depth=1e-3, max_depth=10.0, crop="eigen_nyu", depth_scale=1000.0),
-    "kitti": EvalSettings(min_depth=1e-3, max_depth=80.0, crop="garg", depth_scale=256.0),
+    "nyu": EvalSettings(*DEPTH_RANGES["nyu"], crop="eigen_nyu", depth_scale=1000.0),
+    "kitti": EvalSettings(*DEPTH_RANGES["kitti"], crop="garg", depth_scale=256.0),
 }
 
 

@@ -13,11 +13,9 @@ import jax.numpy as jnp
 
 from zoedepth_jax.ops import resize_bilinear
 
-F32 = jnp.float32
 SILOG_BETA = 0.15  # the weight of the squared mean log error: Dg = Var(g) + beta * mean(g)^2
 SILOG_SCALE = 10.0  # the loss is SILOG_SCALE * sqrt(Dg)
 LOG_EPSILON = 1e-7  # added to prediction and target inside the logarithms
-DOMAIN_LABELS = {"nyu": 0, "kitti": 1}  # the router's classes, in the order of ZoeD-NK's domain logits
 
 
 def resize_prediction(predicted_depth: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -43,13 +41,13 @@ def silog_loss(predicted_depth: jax.Array, target: jax.Array, mask: jax.Array, b
     with bilinear `align_corners=True`. The original resizes only when the widths differ (and fails when only
     the heights do); here any size difference is resized. Masked-out pixels get no gradient.
     """
-    predicted_depth = resize_prediction(predicted_depth.astype(F32), target.shape[1:])
+    predicted_depth = resize_prediction(predicted_depth.astype(jnp.float32), target.shape[1:])
     # Masked-out pixels are replaced before the logarithm, so that invalid targets (0, NaN) cannot make NaN
     # gradients through the `where`.
     prediction = jnp.where(mask, predicted_depth, 1.0)
-    target = jnp.where(mask, target.astype(F32), 1.0)
+    target = jnp.where(mask, target.astype(jnp.float32), 1.0)
     g = jnp.where(mask, jnp.log(prediction + LOG_EPSILON) - jnp.log(target + LOG_EPSILON), 0.0)
-    count = jnp.sum(mask, dtype=F32)
+    count = jnp.sum(mask, dtype=jnp.float32)
     mean = jnp.sum(g) / count
     variance = jnp.sum(jnp.where(mask, (g - mean) ** 2, 0.0)) / (count - 1)
     return SILOG_SCALE * jnp.sqrt(variance + beta * mean**2)
@@ -57,7 +55,7 @@ def silog_loss(predicted_depth: jax.Array, target: jax.Array, mask: jax.Array, b
 
 def domain_cross_entropy(domain_logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy of the router's `domain_logits [B, 2]` against `labels [B]` (0 = nyu, 1 = kitti, see
-    DOMAIN_LABELS), torch's `nn.CrossEntropyLoss()` as the original NK trainer applies it. A scalar, fp32."""
-    log_probabilities = jax.nn.log_softmax(domain_logits.astype(F32), axis=-1)
+    `domains.DOMAIN_LABELS`), torch's `nn.CrossEntropyLoss()` as the original NK trainer applies it. A scalar, fp32."""
+    log_probabilities = jax.nn.log_softmax(domain_logits.astype(jnp.float32), axis=-1)
     picked = jnp.take_along_axis(log_probabilities, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
     return -jnp.mean(picked)

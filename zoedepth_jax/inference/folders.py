@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from zoedepth_jax import imaging
 from zoedepth_jax.errors import ZoeDepthError
 from zoedepth_jax.files import write_atomically
-from zoedepth_jax.pipeline import DepthEstimator
+from zoedepth_jax.inference import depth_images
+from zoedepth_jax.inference.estimator import DepthEstimator
 
 # Files a folder is searched for (case-insensitive); a file named on the command line is tried whatever its name.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -33,8 +33,8 @@ PREFETCH_CHUNKS = 2  # chunks being read and prepared ahead of the one on the de
 READ_THREADS = 2
 WRITE_THREADS = 2
 MAX_PENDING_WRITES = 16
-# zlib level of the PNGs: 1 encodes a 480x640 depth map + preview ~5x faster than Pillow's default 6, for files
-# ~5-35% larger (measured); on CPU the encoder competes with the model for the same cores.
+# zlib level of the PNGs: level 1 encodes several times faster than Pillow's default 6, for somewhat larger files
+# (benchmarks/RESULTS.md, pipeline and I/O); on a CPU the encoder competes with the model for the same cores.
 PNG_COMPRESS_LEVEL = 1
 
 
@@ -107,11 +107,11 @@ def write_outputs(job: Job, depth: np.ndarray, npy: bool, color: bool) -> None:
     paths = job.outputs(npy, color)
     # The 16-bit PNG is written last: its presence marks the image as done for a resumed run.
     if color:
-        preview = imaging.colorize(depth)
+        preview = depth_images.colorize(depth)
         write_atomically(paths[1], lambda temp: preview.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
     if npy:
         write_atomically(paths[-1], save_npy)
-    png16 = imaging.depth_to_png16(depth)
+    png16 = depth_images.depth_to_png16(depth)
     write_atomically(paths[0], lambda temp: png16.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
@@ -120,6 +120,62 @@ def depth_summary(depth: np.ndarray) -> str:
     if finite.size == 0:
         return "depth: no finite values"
     return f"depth min {finite.min():.3f} m  median {np.median(finite):.3f} m  max {finite.max():.3f} m"
+
+
+def pending_jobs(jobs: list[Job], npy: bool, color: bool, overwrite: bool) -> list[Job]:
+    """The jobs still to do: those missing any of their outputs, or all of them with `overwrite`. This is what
+    makes an interrupted run resume."""
+    return [job for job in jobs if overwrite or not all(path.exists() for path in job.outputs(npy, color))]
+
+
+class _Writes:
+    """Outputs being written on worker threads, oldest first. Finishing one counts it in `summary` and reports
+    it; at most `MAX_PENDING_WRITES` depth maps wait in memory."""
+
+    def __init__(self, pool: ThreadPoolExecutor, summary: Summary, report: Callable[[str], None]):
+        self.pool, self.summary, self.report = pool, summary, report
+        self.pending: deque[tuple[Job, np.ndarray, Future]] = deque()
+
+    def submit(self, job: Job, depth: np.ndarray, npy: bool, color: bool) -> None:
+        self.pending.append((job, depth, self.pool.submit(write_outputs, job, depth, npy, color)))
+        while len(self.pending) > MAX_PENDING_WRITES:
+            self.finish_oldest()
+
+    def finish_all(self) -> None:
+        while self.pending:
+            self.finish_oldest()
+
+    def finish_oldest(self) -> None:
+        job, depth, future = self.pending.popleft()
+        try:
+            future.result()
+        except OSError as e:
+            self.summary.failed += 1
+            self.report(f"error: {job.source}: cannot write outputs: {e}")
+            return
+        self.summary.done += 1
+        self.report(f"{job.source}: {depth.shape[1]}x{depth.shape[0]}  {depth_summary(depth)}")
+        bad = int(depth.size - np.count_nonzero(np.isfinite(depth)))
+        if bad:
+            self.report(
+                f"warning: {job.source}: {bad} of {depth.size} depths are not finite; they are stored "
+                "as 0 in the 16-bit PNG and drawn as far in the colour image"
+            )
+
+
+def _reads_ahead(chunks: list[list[Job]], pool: ThreadPoolExecutor, estimator: DepthEstimator):
+    """Yields each chunk with the futures of its prepared images, keeping `PREFETCH_CHUNKS` chunks being read
+    ahead of the one returned."""
+
+    def submit(chunk: list[Job]) -> list[Future]:
+        return [pool.submit(estimator.prepare, job.source, str(job.source)) for job in chunk]
+
+    reading = deque(submit(chunk) for chunk in chunks[:PREFETCH_CHUNKS])
+    for index, chunk in enumerate(chunks):
+        futures = reading.popleft()
+        if index + PREFETCH_CHUNKS < len(chunks):
+            reading.append(submit(chunks[index + PREFETCH_CHUNKS]))
+        yield chunk, futures
 
 
 def run_jobs(
@@ -149,33 +205,8 @@ def run_jobs(
             else:
                 bar.write(message, file=sys.stderr if message.startswith(("error", "warning")) else sys.stdout)
 
-        def submit_reads(chunk: list[Job]) -> list[Future]:
-            return [readers.submit(estimator.prepare, job.source, str(job.source)) for job in chunk]
-
-        writes: deque[tuple[Job, np.ndarray, Future]] = deque()
-
-        def finish_oldest_write() -> None:
-            job, depth, future = writes.popleft()
-            try:
-                future.result()
-            except OSError as e:
-                summary.failed += 1
-                report(f"error: {job.source}: cannot write outputs: {e}")
-                return
-            summary.done += 1
-            report(f"{job.source}: {depth.shape[1]}x{depth.shape[0]}  {depth_summary(depth)}")
-            bad = int(depth.size - np.count_nonzero(np.isfinite(depth)))
-            if bad:
-                report(
-                    f"warning: {job.source}: {bad} of {depth.size} depths are not finite; they are stored "
-                    "as 0 in the 16-bit PNG and drawn as far in the colour image"
-                )
-
-        reading = deque(submit_reads(chunk) for chunk in chunks[:PREFETCH_CHUNKS])
-        for index, chunk in enumerate(chunks):
-            futures = reading.popleft()
-            if index + PREFETCH_CHUNKS < len(chunks):
-                reading.append(submit_reads(chunks[index + PREFETCH_CHUNKS]))
+        writes = _Writes(writers, summary, report)
+        for chunk, futures in _reads_ahead(chunks, readers, estimator):
             ready, prepared = [], []
             for job, future in zip(chunk, futures, strict=True):
                 try:
@@ -186,11 +217,8 @@ def run_jobs(
                     report(f"error: {e} (skipped)")
                     bar.update(1)
             for job, depth in zip(ready, estimator.predict_prepared(prepared, progress=bar.update), strict=True):
-                writes.append((job, depth, writers.submit(write_outputs, job, depth, npy, color)))
-                while len(writes) > MAX_PENDING_WRITES:
-                    finish_oldest_write()
-        while writes:
-            finish_oldest_write()
+                writes.submit(job, depth, npy, color)
+        writes.finish_all()
     return summary
 
 

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zoedepth_jax.train_config import TrainConfig
+from zoedepth_jax.errors import ArgumentError
+from zoedepth_jax.training.config import TrainConfig
 
-F32 = jnp.float32
 # The four groups of the original's `get_lr_params`, named after what they hold here.
 GROUPS = ("encoder", "relative_position", "decoder", "head")
 TORCH_CLIP_EPSILON = 1e-6  # torch's clip_grad_norm_ divides by (norm + 1e-6)
@@ -41,7 +41,7 @@ def parameter_group(path: tuple[str, ...]) -> str:
         return "decoder"
     if path[0] == "metric_head":
         return "head"
-    raise ValueError(f"parameter {'/'.join(path)} belongs to no ZoeDepth parameter group")
+    raise ArgumentError(f"parameter {'/'.join(path)} belongs to no ZoeDepth parameter group")
 
 
 def parameter_labels(params: Mapping) -> dict:
@@ -74,7 +74,7 @@ def one_cycle(config: TrainConfig, start: float, peak: float, end: float) -> Cal
         return a * weight + b * (1 - weight)
 
     def schedule(step):
-        step = jnp.minimum(jnp.asarray(step, F32), config.total_steps)
+        step = jnp.minimum(jnp.asarray(step, jnp.float32), config.total_steps)
         rising = cosine(start, peak, step / warmup_end)
         falling = cosine(peak, end, (step - warmup_end) / (last - warmup_end))
         return jnp.where(step <= warmup_end, rising, falling)

@@ -16,6 +16,7 @@ import numpy as np
 
 from zoedepth_jax.config import ZoeDepthConfig
 from zoedepth_jax.errors import CheckpointError
+from zoedepth_jax.weights.trees import leaf_shapes, problems_message, unflatten
 
 
 def _linear(w):  # torch [out, in] -> Flax kernel [in, out]
@@ -76,36 +77,6 @@ def flax_path(key: str, config: ZoeDepthConfig) -> tuple[str, ...]:
     return tuple(module.split("."))
 
 
-def _flatten(tree: Mapping, prefix: tuple = ()) -> dict[tuple[str, ...], object]:
-    flat = {}
-    for name, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, prefix + (name,)))
-        else:
-            flat[prefix + (name,)] = value
-    return flat
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], object]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = value
-    return tree
-
-
-def problems_message(source: str, problems: dict[str, list[str]]) -> str:
-    lines = [f"{source} does not match the model:"]
-    for title, names in problems.items():
-        if names:
-            shown = names[:40] + ([f"... and {len(names) - 40} more"] if len(names) > 40 else [])
-            lines.append(f"  {title} ({len(names)}):")
-            lines.extend(f"    {name}" for name in shown)
-    return "\n".join(lines)
-
-
 def convert_hf_state_dict(
     state_dict: Mapping[str, np.ndarray], config: ZoeDepthConfig, target_shapes: Mapping, source: str = "checkpoint"
 ) -> dict:
@@ -115,7 +86,7 @@ def convert_hf_state_dict(
     either converted onto exactly one target leaf or is a listed buffer; every target leaf must be filled.
     """
     rows = transforms(config)
-    targets = {"/".join(path): leaf.shape for path, leaf in _flatten(target_shapes).items()}
+    targets = leaf_shapes(target_shapes)
     filled: dict[tuple[str, ...], np.ndarray] = {}
     problems: dict[str, list[str]] = {"unexpected keys": [], "mis-shaped keys": [], "missing parameters": []}
     for key, tensor in state_dict.items():
@@ -147,29 +118,4 @@ def convert_hf_state_dict(
     problems["missing parameters"] = sorted(set(targets) - {"/".join(p) for p in filled})
     if any(problems.values()):
         raise CheckpointError(problems_message(source, problems))
-    return _unflatten(filled)
-
-
-def flatten_params(params: Mapping) -> dict[str, object]:
-    """`{"backbone/encoder/layer_0/...": array}`: the key layout of Flax-native checkpoint files."""
-    return {"/".join(path): value for path, value in _flatten(params).items()}
-
-
-def unflatten_params(flat: Mapping[str, object]) -> dict:
-    return _unflatten({tuple(name.split("/")): value for name, value in flat.items()})
-
-
-def check_flax_params(flat: Mapping[str, np.ndarray], target_shapes: Mapping, source: str) -> None:
-    """Raises a CheckpointError listing every missing, unexpected or mis-shaped leaf of a Flax-native checkpoint."""
-    targets = {"/".join(path): leaf.shape for path, leaf in _flatten(target_shapes).items()}
-    problems = {
-        "unexpected keys": sorted(set(flat) - set(targets)),
-        "mis-shaped keys": sorted(
-            f"{name}: {tuple(flat[name].shape)}, model expects {tuple(targets[name])}"
-            for name in set(flat) & set(targets)
-            if tuple(flat[name].shape) != tuple(targets[name])
-        ),
-        "missing parameters": sorted(set(targets) - set(flat)),
-    }
-    if any(problems.values()):
-        raise CheckpointError(problems_message(source, problems))
+    return unflatten(filled)

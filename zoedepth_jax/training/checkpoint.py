@@ -17,10 +17,10 @@ import jax
 import numpy as np
 from safetensors.numpy import save_file
 
-from zoedepth_jax.checkpoint_map import problems_message
-from zoedepth_jax.errors import CheckpointError
+from zoedepth_jax.errors import ArgumentError, CheckpointError
 from zoedepth_jax.files import write_atomically
-from zoedepth_jax.weights import read_safetensors
+from zoedepth_jax.weights.readers import read_safetensors
+from zoedepth_jax.weights.trees import problems_message
 
 FORMAT = "zoedepth-jax-train-state"
 
@@ -29,7 +29,7 @@ def _key_name(entry) -> str:
     for attribute in ("key", "name", "idx"):
         if hasattr(entry, attribute):
             return str(getattr(entry, attribute))
-    raise TypeError(f"unsupported tree path entry {entry!r}")
+    raise ArgumentError(f"unsupported tree path entry {entry!r}")
 
 
 def flatten_state(state) -> dict[str, jax.Array]:

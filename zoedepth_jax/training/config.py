@@ -19,8 +19,7 @@ import dataclasses
 
 from zoedepth_jax.config import ZoeDepthConfig
 from zoedepth_jax.errors import ConfigError
-
-COMPUTE_DTYPES = ("float32", "bfloat16")
+from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +67,7 @@ class TrainConfig:
             if not getattr(self, field) > 0:
                 fail(field, "must be positive")
         if self.compute_dtype not in COMPUTE_DTYPES:
-            fail("compute_dtype", f"expected one of {COMPUTE_DTYPES}")
+            fail("compute_dtype", f"expected one of {tuple(COMPUTE_DTYPES)}")
 
     @classmethod
     def for_model(cls, config: ZoeDepthConfig, total_steps: int, **overrides) -> TrainConfig:
