@@ -6,7 +6,7 @@ post-processing on the same files in the same run: images/s with and without fli
 The folder holds photos of four aspect ratios at several resolutions (4:3 and 3:4, 16:9, 3:2), written as JPEG
 and PNG, so the run covers decoding, processing, the model (compiled once per processed shape) and
 post-processing. Both sides read the same files. `--size full` is the released architecture (BEiT-L, re-drawn
-weights); `tiny` is a small model for a quick check of the plumbing. Needs the `test` extra.
+weights); `tiny` is a small model for a quick check of the plumbing. Needs the `bench` extra.
 """
 
 from __future__ import annotations

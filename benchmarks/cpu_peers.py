@@ -3,12 +3,12 @@
     python benchmarks/cpu_peers.py [--variant nyu-kitti] [--height 384 --width 512] [--batch-sizes 1,4]
                                    [--runs 5] [--configs jax_fp32,openvino_f32,...] [--memory-budget-gib 16]
                                    [--json FILE]
-    python benchmarks/cpu_peers.py --quick [--json FILE]    # tiny test model: checks the script (~80 s)
+    python benchmarks/cpu_peers.py --quick [--json FILE]    # tiny test model: checks the script
 
 Builds the released architecture (BEiT-L/16 at 384, neck 256/512/1024/1024) with re-drawn weights through
 transformers and saves it with `save_pretrained`; every configuration loads that folder:
 
-    jax_fp32, jax_bf16          zoedepth_jax.weights.from_pretrained (dtype bf16 for the second), then
+    jax_fp32, jax_bf16          zoedepth_jax.from_pretrained (dtype bf16 for the second), then
                                 jax.jit(model.apply).lower(variables, x).compile(); input NHWC [B, H, W, 3]
     torch_eager_fp32, _bf16     transformers ZoeDepthForDepthEstimation under torch.no_grad(); bf16 with
                                 torch.autocast("cpu", dtype=torch.bfloat16), depth cast back to float32
@@ -37,33 +37,31 @@ Method
   rounds, so that machine noise hits all configurations alike; reported: median, min and max seconds per
   batch, images/s, speedup (anchor median / median), compile time, setup time (load, compile and warm-up),
   resident memory after the warm-up and peak, depth error.
-- Memory: full-size workers peak at 2.4 GiB (PyTorch eager fp32, batch 1) to 18.8 GiB (ONNX Runtime at batch 1,
-  whose TorchScript export holds every intermediate tensor of the forward; see MEMORY_ESTIMATES), and all nine do
-  not fit at once. Workers therefore run in groups, each opened by its own torch_eager_fp32 (the anchor, always
-  measured even when --configs leaves it out). Workers of a group start one at a time, so that a compile time
-  is never measured while another worker compiles and only one worker is ever at its load-time peak. Taken in
-  the order of --configs, the next configuration joins the current group while the estimated peaks of the group
-  (MEMORY_ESTIMATES, anchor included) with its own sum to at most --memory-budget-gib, else it opens the next
-  group: a bound that holds even if every worker stayed at its peak, and a plan fixed before anything runs. A
-  configuration whose estimate does not fit the budget even beside the anchor's alone is skipped and reported
-  as such (raise the budget to run it): at the defaults on the full-size model that is onnxruntime (18.8 GiB
-  at batch 1, a measurement; 61 GiB at batch 4) and the OpenVINO configurations at batch 4 (18-21 GiB,
-  extrapolated); --memory-budget-gib 22 admits onnxruntime at batch 1. Each configuration's speedup and depth
-  error are against the anchor of its own group.
-- Compile time: JAX lower + compile; torch.compile the first call (with an empty inductor cache: a cache left
-  by an earlier run cut the tiny model's ~100 s to ~10 s); OpenVINO convert + compile; ONNX Runtime export +
-  session creation. Errors: per pixel |depth - ref| / ref against torch_eager_fp32's depth, median
-  and max; "non-finite output" when a configuration returns NaN or inf (torch.compile's bf16 build does on
-  the full-size model), which is reported, never a crash. A configuration that fails (an export, a
-  compile) is reported with its error and the others go on; a failing anchor ends the run.
+- Memory: the full-size workers' peaks differ by an order of magnitude, from PyTorch eager's to ONNX Runtime's
+  (its TorchScript export holds every intermediate tensor of the forward; see MEMORY_ESTIMATES), and all nine at
+  once would need more memory than most machines have. Workers therefore run in groups, each opened by its own
+  torch_eager_fp32 (the anchor, always measured even when --configs leaves it out). Workers of a group start one
+  at a time, so that a compile time is never measured while another worker compiles and only one worker is ever
+  at its load-time peak. Taken in the order of --configs, the next configuration joins the current group while
+  the estimated peaks of the group (MEMORY_ESTIMATES, anchor included) with its own sum to at most
+  --memory-budget-gib, else it opens the next group: a bound that holds even if every worker stayed at its peak,
+  and a plan fixed before anything runs. A configuration whose estimate does not fit the budget even beside the
+  anchor's alone is skipped and reported as such (raise the budget to run it): at the defaults on the full-size
+  model that is onnxruntime, and the OpenVINO configurations at batch 4; --memory-budget-gib 22 admits
+  onnxruntime at batch 1. Each configuration's speedup and depth error are against the anchor of its own group.
+- Compile time: JAX lower + compile; torch.compile the first call (with an empty inductor cache of the worker's
+  own, so that it is a cold compile, not what an earlier run left on disk); OpenVINO convert + compile; ONNX
+  Runtime export + InferenceSession creation. Errors: per pixel |depth - ref| / ref against torch_eager_fp32's
+  depth, median and max; "non-finite output" when a configuration returns NaN or inf, which is reported, never
+  a crash. A configuration that fails (an export, a compile) is reported with its error and the others go on;
+  a failing anchor ends the run.
 - Output: a markdown table on stdout (one row per configuration and batch size; the anchor's row is its first
   group's), progress on stderr, and everything (per-run times, every group's anchor, the machine: CPU model,
   cores, AMX and bf16 flags, load average at start and end; library versions) in --json.
 
 `--quick` runs the tiny test architecture at 128x160, batch 2 (one batch size: the workers' start-up, not the
-model, takes the time), 2 runs, without the torch.compile configurations: compiling even the tiny model takes
-inductor ~100 s per configuration on the 2-core development machine (name them in --configs to include them).
-Needs the `bench` extra (or `test`).
+model, takes the time), 2 runs, without the torch.compile configurations: inductor takes minutes to compile even
+the tiny model on a few cores (name them in --configs to include them). Needs the `bench` extra.
 """
 
 from __future__ import annotations
@@ -86,7 +84,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from bench_forward import relative_errors
+from common import build_checkpoint, machine_facts, relative_errors
 
 BENCHMARKS = Path(__file__).resolve().parent
 ANCHOR = "torch_eager_fp32"
@@ -104,20 +102,18 @@ CONFIGS = (
 QUICK_CONFIGS = tuple(c for c in CONFIGS if not c.startswith("torch_compile"))
 FULL = {"height": 384, "width": 512, "batch_sizes": "1,4", "runs": 5}
 QUICK = {"height": 128, "width": 160, "batch_sizes": "2", "runs": 2}
-# Pause before each timed run: a worker's thread pool spins a little after its run returns (ONNX Runtime's for
-# ~40 ms of CPU time), which would take cores from the next worker's run.
+# Pause before each timed run: a worker's thread pool spins a little after its run returns (ONNX Runtime's does),
+# which would take cores from the next worker's run.
 SETTLE_S = 0.1
 
 # Estimated peak resident memory of a worker: LIBRARIES_MIB + copies x the fp32 checkpoint + batch x pixels x bytes
-# per pixel, as (copies, bytes per pixel). Fitted to full-size peaks at batch 1 and 384x512 (a 1.29 GiB checkpoint)
-# on the 2-core development machine: PyTorch eager 2.4 GiB and zoedepth-jax fp32 3.8 GiB (bench_forward);
-# openvino_default 7.1, openvino_f32 8.0 and onnxruntime 18.8 GiB (this script, one run; the export then ran with
-# autograd on, it now runs under no_grad, which lowered the export's peak by a third on the tiny model). The
-# tracers behind the OpenVINO conversion and the ONNX export hold every intermediate tensor of the forward at
-# once, hence their large per-pixel figures, which grow with the batch: the traced graphs fix the batch size
-# (reshaping a batch-1 trace fails), so each batch size is traced anew. The other figures are guesses (autocast
-# caches bf16 copies of the weights, inductor's compilation holds more); the report lists each estimate beside the
-# measured peak, and the coordinator warns when a peak exceeds its estimate.
+# per pixel, as (copies, bytes per pixel). Upper bounds fitted to the full-size peaks at batch 1 and 384x512 (the
+# peak_rss_mib of the JSON files, RESULTS.md), so that a group planned with them fits the budget. The tracers
+# behind the OpenVINO conversion and the ONNX export hold every intermediate tensor of the forward at once, hence
+# their large per-pixel figures, which grow with the batch: the traced graphs fix the batch size (reshaping a
+# batch-1 trace fails), so each batch size is traced anew. The bf16 and torch.compile figures are guesses with
+# margin (autocast caches bf16 copies of the weights, inductor's compilation holds more); the report lists each
+# estimate beside the measured peak, and the coordinator warns when a peak exceeds its estimate.
 MEMORY_ESTIMATES = {
     "jax_fp32": (2.0, 2800),
     "jax_bf16": (2.5, 2800),
@@ -154,7 +150,7 @@ def prepare_jax(folder: Path, images: np.ndarray, bf16: bool) -> Prepared:
     import jax
     import jax.numpy as jnp
 
-    from zoedepth_jax.weights import from_pretrained
+    from zoedepth_jax import from_pretrained
 
     model, variables = from_pretrained(folder, dtype=jnp.bfloat16 if bf16 else jnp.float32, routing="batch")
     x = jnp.asarray(images.transpose(0, 2, 3, 1))  # [B, H, W, 3]
@@ -542,25 +538,10 @@ def write_checkpoint_and_inputs(folder: str, variant: str, full: str, batch_size
     """Run in a subprocess, so that the coordinator never holds a model: the checkpoint, and per batch size
     the input images [B, 3, H, W] (reference.test_images, seed = batch size) as images_{B}.npy."""
     import reference
-    from bench_forward import build_checkpoint
 
-    build_checkpoint(variant, Path(folder) / "checkpoint", full=full == "full")
+    build_checkpoint(Path(folder) / "checkpoint", variant, full=full == "full")
     for batch in map(int, batch_sizes.split(",")):
         np.save(Path(folder) / f"images_{batch}.npy", reference.test_images(batch, int(height), int(width), batch))
-
-
-def machine_facts() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    flags = set(re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE).group(1).split())
-    cores = set(re.findall(r"^physical id\s*:\s*(\d+)\s*$.*?^core id\s*:\s*(\d+)", cpuinfo, re.MULTILINE | re.DOTALL))
-    memory_kib = int(re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1))
-    return {
-        "cpu_model": re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE).group(1),
-        "logical_cpus": os.cpu_count(),
-        "physical_cores": len(cores) or None,
-        "cpu_flags": {flag: flag in flags for flag in ("amx_tile", "amx_bf16", "avx512_bf16", "avx512f")},
-        "memory_total_gib": memory_kib / 2**20,
-    }
 
 
 def library_versions() -> dict:

@@ -1,4 +1,4 @@
-"""Where OpenVINO's time goes on the same model: its own per-node counters, grouped like profile_stages.py.
+"""Where OpenVINO's time goes on the same model: its own per-node counters, grouped by part of the model.
 
     python benchmarks/openvino_stages.py [--checkpoint DIR] [--precision default|f32] [--runs 5] [--json FILE]
 
@@ -9,7 +9,7 @@ from (patch_embed, attention, mlp, neck, relative_head, metric_head, other) and 
 and the implementation it chose, e.g. `brgconv_avx512_bf16`); GFLOP/s = 2 x multiply-adds of the MatMul,
 FullyConnected and Convolution nodes and the fused attention of a group / their time, from the shapes of the
 compiled (runtime) model.
-This is the peer's side of the kernel-rate comparison in RESULTS.md. Needs the `bench` and `test` extras.
+This is the peer's side of the by-part comparison in RESULTS.md. Needs the `bench` extra.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_model_and_input_arguments, checkpoint_and_images  # noqa: E402
 
 # (substring of an OpenVINO node name, stage), first match wins; the names carry the torch module path
 # (transformers 5.x: `backbone.beit.layers.N.attention.q_proj`, `.mlp.fc1`, ...). OpenVINO names a fused node
@@ -45,9 +44,6 @@ STAGE_OF_NAME = (
     (".mlp.", "mlp"),
 )
 DENSE_TYPES = ("MatMul", "FullyConnected", "Convolution", "GroupConvolution", "Deconvolution")
-
-
-from profile_stages import add_model_and_input_arguments, checkpoint_and_images  # noqa: E402
 
 
 def stage_of(name: str) -> str:

@@ -5,8 +5,8 @@
     python benchmarks/xla_kernels.py --quick [--json FILE]    # tiny test model: checks the script
 
 Method: `jax.jit(model.apply)` is compiled, warmed up and timed over `--runs` forwards (the wall time: their
-median), then `--runs` forwards are traced with `jax.profiler.trace`, one session each (several forwards in one
-session made the later ones slower), and the trace of median span is reported. Every XLA op of the compiled program
+median), then `--runs` forwards are traced with `jax.profiler.trace`, each in a trace of its own (the later
+forwards of one trace run slower), and the trace of median span is reported. Every XLA op of the compiled program
 that shows in the trace (a fusion, XLA:CPU's YNNPACK call for a dot or convolution, a copy, one step of a loop
 body) is an interval of time. XLA:CPU runs independent ops at the same time (the q, k and v projections of a
 layer), so summing their durations counts the overlap twice; here each instant of the trace is shared equally among
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_stages import add_model_and_input_arguments, checkpoint_and_images  # noqa: E402
+from common import add_model_and_input_arguments, build_checkpoint, checkpoint_and_images  # noqa: E402
 
 # `%name = f32[769,1024]{1,0} opcode(operands), attributes`; tuple-shaped results (loops) are `(s32[], ...)`.
 INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(?P<name>\S+) = (?P<shape>\(.*?\)|\S+) (?P<opcode>[\w-]+)\((?P<args>.*)$")
@@ -221,15 +221,13 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from zoedepth_jax.weights import from_pretrained
+    from zoedepth_jax import from_pretrained
 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         if args.quick:
-            import reference
-
             args.checkpoint, args.height, args.width, args.runs = scratch / "tiny", 96, 128, 1
-            reference.build("nyu-kitti", args.checkpoint, seed=0)
+            build_checkpoint(args.checkpoint, full=False)
         folder, images = checkpoint_and_images(args, scratch)
         model, variables = from_pretrained(folder, dtype=jnp.dtype(args.dtype))
         x = jnp.asarray(images.transpose(0, 2, 3, 1))

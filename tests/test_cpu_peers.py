@@ -1,5 +1,8 @@
 """benchmarks/cpu_peers.py on the tiny model: every runtime runs in its worker, is timed, and agrees with PyTorch
-eager fp32; the memory budget splits configurations into groups that each carry their own reference."""
+eager fp32; the memory budget splits configurations into groups that each carry their own reference.
+
+Run with `python -m pytest -m bench` after `pip install -e '.[bench,test]'`; a test that needs a peer runtime the
+environment lacks is skipped and says so."""
 
 from __future__ import annotations
 
@@ -18,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "cpu_peers.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import cpu_peers  # noqa: E402
+
+pytestmark = pytest.mark.bench
+BENCH_EXTRA = "needs the bench extra: pip install -e '.[bench]'"
+# The peer runtimes of the quick run: OpenVINO, ONNX Runtime, and the ONNX exporters' packages.
+PEER_MODULES = ("openvino", "onnxruntime", "onnx", "onnxscript")
 
 # Written out rather than imported from the script: a configuration it silently dropped must fail here.
 QUICK_CONFIGS = [
@@ -43,8 +51,14 @@ def run_benchmark(out: Path, *arguments: str) -> dict:
     return json.loads(out.read_text())
 
 
+def require_peers(*modules: str) -> None:
+    for module in modules:
+        pytest.importorskip(module, reason=BENCH_EXTRA)
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> dict:
+    require_peers(*PEER_MODULES)
     return run_benchmark(tmp_path_factory.mktemp("cpu_peers") / "quick.json")
 
 
@@ -143,6 +157,7 @@ def test_memory_budget_gives_each_group_its_own_anchor(tmp_path):
 def test_openvino_stages_attributes_the_dense_work_of_each_stage(tmp_path):
     """benchmarks/openvino_stages.py on the tiny model: its node counters land in the model's stages, and the
     multiply-adds it counts from the compiled graph cover the backbone's q/k/v/MLP matmuls and attention."""
+    require_peers("openvino")
     import openvino_stages
     import reference
 
