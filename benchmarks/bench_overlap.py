@@ -8,8 +8,9 @@ model only makes the device's share bigger. Reports, as medians over `--runs`:
   read / write   decode + preprocess alone; colour preview + PNG encode + writes alone
   compute only   `DepthEstimator.predict_prepared` on images already decoded and processed (model + post-process)
   serial         decode+preprocess, compute and writes one after another (the sum of the three timed apart)
-  overlapped     `folder_inference.run_jobs` on the folder, as `zoedepth-jax predict` runs it
-The target (issue: scale-out) is overlapped throughput >= 90% of compute-only throughput.
+  overlapped     `zoedepth_jax.inference.folders.run_jobs` on the folder, as `zoedepth-jax predict` runs it
+The aim is overlapped throughput >= 90% of compute-only throughput: reading and writing hidden behind the model.
+Needs the `bench` extra (transformers builds the test model).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main() -> None:
     import reference
     from PIL import Image
 
-    from zoedepth_jax import DepthEstimator, folder_inference
+    from zoedepth_jax import DepthEstimator
+    from zoedepth_jax.inference import folders
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -50,7 +52,7 @@ def main() -> None:
         for k in range(args.images):
             Image.fromarray(reference.photo_like(height, width, seed=k)).save(photos / f"photo{k:03d}.jpg", quality=90)
         estimator = DepthEstimator(tmp / "checkpoint", flip=False, batch_size=args.batch_size)
-        jobs, _ = folder_inference.collect_jobs([str(photos)], tmp / "out")
+        jobs, _ = folders.collect_jobs([str(photos)], tmp / "out")
 
         def timed(fn):
             start = time.perf_counter()
@@ -62,9 +64,9 @@ def main() -> None:
         for _ in range(args.runs):
             shutil.rmtree(tmp / "out", ignore_errors=True)
             read_s, prepared = timed(lambda: [estimator.prepare(job.source) for job in jobs])
-            compute_s, depths = timed(lambda: estimator.predict_prepared(prepared))  # noqa: B023
+            compute_s, results = timed(lambda: estimator.predict_prepared(prepared))  # noqa: B023
             write_s, _ = timed(
-                lambda: [folder_inference.write_outputs(j, d, False, True) for j, d in zip(jobs, depths, strict=True)]  # noqa: B023
+                lambda: [folders.write_outputs(j, r, folders.Outputs()) for j, r in zip(jobs, results, strict=True)]  # noqa: B023
             )
             times["read"].append(read_s)
             times["write"].append(write_s)
@@ -72,7 +74,7 @@ def main() -> None:
             times["serial"].append(read_s + compute_s + write_s)
             shutil.rmtree(tmp / "out")
             overlapped_s, summary = timed(
-                lambda: folder_inference.run_jobs(jobs, estimator, False, True, progress=False, log=lambda _: None)
+                lambda: folders.run_jobs(jobs, estimator, folders.Outputs(), progress=False, log=lambda _: None)
             )
             assert summary.done == len(jobs), summary
             times["overlapped"].append(overlapped_s)

@@ -177,6 +177,36 @@ def run_reference(model: HFZoeDepth, images_nchw: np.ndarray) -> dict[str, np.nd
     return result
 
 
+@torch.no_grad()
+def run_reference_depth_std(model: HFZoeDepth, images_nchw: np.ndarray) -> np.ndarray:
+    """The standard deviation of depth under transformers' final bin distribution, from its internals: the
+    log-binomial probabilities [B, K, H, W] of the head that ran (a hook on its output) and the last attractor
+    stage's bin centres, resized to the probabilities' size as transformers' head resizes them. [B, H, W]."""
+    head = model.metric_head
+    domains = [c.get("name", "metric") for c in model.config.bin_configurations]
+    if len(domains) > 1:
+        pairs = {d: (head.conditional_log_binomial[d], head.attractors[d][-1]) for d in domains}
+    else:
+        pairs = {domains[0]: (head.conditional_log_binomial, head.attractors[-1])}
+    captured: dict[str, object] = {}
+    hooks = []
+    for d, (log_binomial, last_attractor) in pairs.items():
+        hooks.append(log_binomial.register_forward_hook(lambda m, i, o, d=d: captured.__setitem__(f"p_{d}", o)))
+        hooks.append(last_attractor.register_forward_hook(lambda m, i, o, d=d: captured.__setitem__(f"c_{d}", o[1])))
+    try:
+        model(torch.from_numpy(images_nchw))
+    finally:
+        for h in hooks:
+            h.remove()
+    (ran,) = [d for d in domains if f"p_{d}" in captured]
+    probabilities = captured[f"p_{ran}"]
+    centers = torch.nn.functional.interpolate(
+        captured[f"c_{ran}"], probabilities.shape[-2:], mode="bilinear", align_corners=True
+    )
+    mean = torch.sum(probabilities * centers, dim=1, keepdim=True)
+    return torch.sqrt(torch.sum(probabilities * (centers - mean) ** 2, dim=1)).numpy()
+
+
 def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A uint8 RGB `[H, W, 3]` image with the structure of `test_images` (smooth shapes plus noise)."""
     image = test_images(1, height, width, seed=seed)[0].transpose(1, 2, 0)

@@ -9,13 +9,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import trimesh
 from PIL import Image
+from tolerances import GEOMETRY_FP32_RELATIVE, relative_error
 
 from zoedepth_jax import ZoeDepthForDepthEstimation, ZoeDepthImageProcessor, save_pretrained
 from zoedepth_jax.cli import main
 from zoedepth_jax.config import tiny_config
+from zoedepth_jax.geometry.points import depth_edges_mask, depth_to_points
 from zoedepth_jax.inference import depth_images
 from zoedepth_jax.inference.folders import depth_summary
+from zoedepth_jax.inference.images import load_image
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "example.jpg"
 EXAMPLE_SIZE = (400, 600)  # height, width
@@ -179,3 +183,51 @@ def test_colorize_draws_near_bright():
     color = np.asarray(depth_images.colorize(depth))
     assert color.shape == (3, 4, 3) and color.dtype == np.uint8
     assert color[0, 0].sum() > color[-1, -1].sum()  # nearest is brightest
+
+
+def test_predict_writes_uncertainty_and_3d_files(converted, tmp_path, capsys):
+    out = tmp_path / "out"
+    camera = (500.0, 480.0, 300.0, 200.0)
+    command = ["predict", str(EXAMPLE), "--model", str(converted), "--out", str(out), "--npy", "--uncertainty"]
+    command += ["--ply", "--glb", "--intrinsics", ",".join(map(str, camera))]
+    assert main(command) == 0, capsys.readouterr().err
+    assert _outputs(out) == [
+        "example.glb",
+        "example.ply",
+        "example_depth.npy",
+        "example_depth.png",
+        "example_depth_color.png",
+        "example_depth_std.npy",
+        "example_depth_std.png",
+    ]
+    depth, std = np.load(out / "example_depth.npy"), np.load(out / "example_depth_std.npy")
+    assert std.shape == depth.shape == EXAMPLE_SIZE and (std >= 0).all() and std.std() > 0
+    with Image.open(out / "example_depth_std.png") as image:
+        assert image.mode == "RGB" and image.size == EXAMPLE_SIZE[::-1]
+
+    # The point cloud: the depth map's points with the photo's colours, in the camera frame, edges dropped.
+    keep = ~np.asarray(depth_edges_mask(depth))
+    cloud = trimesh.load(out / "example.ply")
+    expected = np.asarray(depth_to_points(depth, camera))[keep]
+    assert len(cloud.vertices) == int(keep.sum()) > 0
+    assert relative_error(cloud.vertices, expected) <= GEOMETRY_FP32_RELATIVE
+    np.testing.assert_array_equal(cloud.colors[:, :3], load_image(EXAMPLE)[keep])
+    # The mesh, in glTF's frame: the scene lies in front of the camera, down -z.
+    mesh = trimesh.load(out / "example.glb", force="mesh")
+    assert len(mesh.faces) > 0 and (mesh.vertices[:, 2] < 0).all()
+
+    (out / "example.glb").unlink()  # a missing output: the image is redone, nothing else is
+    assert main(command) == 0
+    assert "1 done, 0 skipped" in capsys.readouterr().err and (out / "example.glb").is_file()
+    assert main(command) == 0
+    assert "0 done, 1 skipped" in capsys.readouterr().err
+
+
+def test_predict_3d_options_are_checked(converted, tmp_path, capsys):
+    base = ["predict", str(EXAMPLE), "--model", str(converted), "--out", str(tmp_path), "--ply"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--intrinsics", "500,480,300"])
+    assert exit_info.value.code == 2 and "FX,FY,CX,CY" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--intrinsics", "500,480,300,200", "--fov", "60"])  # one camera or the other
+    assert "not allowed with" in capsys.readouterr().err

@@ -87,3 +87,21 @@ def test_folder_pairs_and_ground_truth_files(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "b_depth.png")  # 8-bit: not a depth map
     with pytest.raises(ImageError, match="16-bit"):
         read_depth_png(tmp_path / "b_depth.png", 1000.0)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_eval_says_which_resize_it_used(checkpoint, tmp_path, capsys, keep):
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(reference.photo_like(96, 320, seed=4)).save(data / "wide.png")
+    estimator = DepthEstimator(checkpoint, flip=False, keep_aspect_ratio=keep)
+    other = DepthEstimator(checkpoint, flip=False, keep_aspect_ratio=not keep)
+    assert estimator.processor.processed_size(96, 320) != other.processor.processed_size(96, 320)
+    assert keep or estimator.processor.processed_size(96, 320) == (64, 96)  # fixed: the processor's size
+    _png16(data / "wide_depth.png", estimator(str(data / "wide.png"))["predicted_depth"])
+    flag = "--keep-aspect-ratio" if keep else "--no-keep-aspect-ratio"
+    status = main(["eval", str(data), "--model", str(checkpoint), "--crop", "none", "--no-flip", flag, "--no-progress"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert ("resize keeping the aspect ratio, near 64x96" if keep else "resize fixed 64x96") in out
+    assert _table(out)["mean of 1 images"]["delta1"] == 1.0  # the same resize as the estimator above

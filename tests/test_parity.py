@@ -155,6 +155,26 @@ def test_batch_routing_matches_transformers_on_mixed_batches(tmp_path, batch):
     assert relative_error(per_image, output.predicted_depth) > 100 * FP32_RELATIVE  # the rules differ here
 
 
+@pytest.mark.parametrize(
+    "checkpoint", CHECKPOINTS, ids=lambda c: f"{c[0]}{'' if not c[1] else ('-to-kitti' if c[1] > 0 else '-to-nyu')}"
+)
+def test_uncertainty_matches_transformers_internals(checkpoints, checkpoint):
+    """depth_std against the spread of transformers' own bin distribution; the depth itself is untouched."""
+    hf_model, folder = checkpoints[checkpoint]
+    images = reference.test_images(2, 320, 448, seed=5)
+    expected = reference.run_reference_depth_std(hf_model, images)
+    assert all(image.std() / image.mean() > 0.05 for image in expected), "degenerate reference depth_std"
+    model, variables = from_pretrained(folder, routing="batch")
+    with_std = jax.jit(lambda v, x: model.apply(v, x, with_uncertainty=True))
+    ours = with_std(variables, nhwc(images))
+    assert relative_error(ours.depth_std, expected) <= FP32_RELATIVE
+    default = jax.jit(model.apply)(variables, nhwc(images))
+    assert default.depth_std is None
+    np.testing.assert_array_equal(np.asarray(ours.predicted_depth), np.asarray(default.predicted_depth))
+    # The default forward is a program of its own, without the spread's square root.
+    assert "stablehlo.sqrt" not in jax.jit(model.apply).lower(variables, nhwc(images)).as_text()
+
+
 def test_perturbing_one_weight_breaks_parity(checkpoints):
     """The parity check can fail: one converted value changed by 1% is caught."""
     hf_model, folder = checkpoints[("kitti", 0.0)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import reference
 from PIL import Image
-from tolerances import FP32_RELATIVE, depth_relative_error
+from tolerances import FP32_RELATIVE, depth_relative_error, relative_error
 
 from zoedepth_jax import DepthEstimator, from_pretrained, pipeline
 from zoedepth_jax.errors import ImageError
@@ -110,3 +110,19 @@ def test_bad_image_is_named_before_any_model_call(checkpoint, photos, tmp_path):
         DepthEstimator(estimator.model)
     with pytest.raises(ValueError, match="batch_size"):
         DepthEstimator(folder, batch_size=0)
+
+
+def test_uncertainty_rides_along_without_changing_the_depth(checkpoint, photos):
+    """uncertainty=True adds depth_std (and a picture of it) at each photo's size, with the flipped run taking part
+    (tests/test_processing.py checks the mixture); the depth is the one the default estimator gives."""
+    _, folder = checkpoint
+    plain = DepthEstimator(folder, flip=True)(photos[:2])
+    both = DepthEstimator(folder, flip=True, uncertainty=True)(photos[:2])
+    one_run = DepthEstimator(folder, flip=False, uncertainty=True)(photos[:2])
+    for photo, without, result, unflipped in zip(photos[:2], plain, both, one_run, strict=True):
+        np.testing.assert_array_equal(result["predicted_depth"], without["predicted_depth"])
+        std = result["depth_std"]
+        assert std.shape == photo.shape[:2] and std.dtype == np.float32 and (std >= 0).all()
+        assert std.std() / std.mean() > 0.05, "degenerate depth_std"
+        assert result["depth_std_image"].size == photo.shape[1::-1] and "depth_std" not in without
+        assert relative_error(std, unflipped["depth_std"]) > 1e-3  # the flipped run took part

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from tolerances import (
+    MIXTURE_RELATIVE,
     PIXEL_VALUES_ABS,
     POST_PROCESS_RELATIVE,
     RESIZE_RELATIVE,
@@ -28,7 +29,7 @@ from transformers.models.zoedepth import image_processing_pil_zoedepth as hf_mod
 
 from zoedepth_jax import ConfigError, ImageError, ZoeDepthOutput, ops
 from zoedepth_jax.inference.images import load_image
-from zoedepth_jax.inference.processor import RELEASED_DEFAULTS, ZoeDepthImageProcessor
+from zoedepth_jax.inference.processor import RELEASED_DEFAULTS, ZoeDepthImageProcessor, mixture_of_two
 
 HF = reference.hf_processor()  # the released settings, stated independently of ours in tests/reference.py
 OURS = ZoeDepthImageProcessor()
@@ -500,6 +501,55 @@ def test_post_processing_matches_torch(flip, kwargs):
         assert [r["predicted_depth"].shape for r in ours] == TARGETS
     elif "source_sizes" in kwargs:
         assert [r["predicted_depth"].shape for r in ours] == SOURCES
+
+
+def two_point_mixture(means: list[np.ndarray], stds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of an equal mixture, computed from samples: each distribution as the two points mean +- std
+    (probability 1/2 each, which has exactly that mean and std), the mixture as all the points, equally weighted."""
+    points = np.stack([m + sign * s for m, s in zip(means, stds, strict=True) for sign in (-1.0, 1.0)]).astype(
+        np.float64
+    )
+    mean = points.mean(axis=0)
+    return mean, np.sqrt(np.square(points - mean).mean(axis=0))
+
+
+def test_mixture_of_two_is_the_mixture_of_the_distributions():
+    rng = np.random.default_rng(3)
+    means = [rng.uniform(1, 9, (5, 7)).astype(np.float32) for _ in range(2)]
+    stds = [rng.uniform(0.01, 2, (5, 7)).astype(np.float32) for _ in range(2)]
+    mean, std = mixture_of_two(means[0], stds[0], means[1], stds[1])
+    expected_mean, expected_std = two_point_mixture(means, stds)
+    assert relative_error(mean, expected_mean) <= MIXTURE_RELATIVE
+    assert relative_error(std, expected_std) <= MIXTURE_RELATIVE
+    assert relative_error(std, (stds[0] + stds[1]) / 2) > 0.1  # the mean of the stds is another quantity
+    assert mixture_of_two(means[0], None, means[1], None)[1] is None
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"source_sizes": SOURCES}, {"source_sizes": SOURCES, "target_sizes": TARGETS}, {"do_remove_padding": False}],
+    ids=["source", "source+target", "neither"],
+)
+def test_post_processing_carries_depth_std(flip, kwargs):
+    """depth_std goes through the flip mixture, unpadding and resizes of the depth, as a map of its own."""
+    depth, std = random_depth(13), random_depth(15) / 10
+    outputs = ZoeDepthOutput(predicted_depth=jnp.asarray(depth), depth_std=jnp.asarray(std))
+    outputs_flipped = None
+    expected_std = std
+    if flip:
+        flipped, flipped_std = random_depth(14), random_depth(16) / 10
+        outputs_flipped = ZoeDepthOutput(predicted_depth=flipped, depth_std=flipped_std)
+        expected_std = two_point_mixture([depth, flipped[:, :, ::-1]], [std, flipped_std[:, :, ::-1]])[1]
+    ours = OURS.post_process_depth_estimation(outputs, outputs_flipped=outputs_flipped, **kwargs)
+    reference = torch_post_process(expected_std.astype(np.float32), None, **kwargs)
+    plain = OURS.post_process_depth_estimation(ZoeDepthOutput(predicted_depth=depth), **kwargs)
+    for result, expected, without in zip(ours, reference, plain, strict=True):
+        assert expected.std() / expected.mean() > 0.05 and (result["depth_std"] >= 0).all()
+        assert relative_error(result["depth_std"], np.maximum(expected, 0)) <= POST_PROCESS_RELATIVE
+        if not flip:  # the depth itself is post-processed as without depth_std
+            np.testing.assert_array_equal(result["predicted_depth"], without["predicted_depth"])
+    assert "depth_std" not in plain[0]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -16,6 +17,7 @@ import reference
 from safetensors.numpy import load_file, save_file
 
 from zoedepth_jax import CheckpointError, ConfigError, ZoeDepthConfig, from_pretrained, save_pretrained
+from zoedepth_jax.errors import ConfigWarning
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,12 +73,33 @@ def test_config_errors_name_the_field(nk_folder, tmp_path):
     raw = json.loads((nk_folder / "config.json").read_text())
     for edit, field in [
         ({"bin_centers_type": "hybrid2"}, "bin_centers_type"),
-        ({"frobnicate": 1}, "frobnicate"),
+        ({"hidden_act": "relu"}, "hidden_act"),
         ({"backbone_config": dict(raw["backbone_config"], model_type="dinov2")}, "model_type"),
         ({"backbone_config": dict(raw["backbone_config"], use_absolute_position_embeddings=True)}, "use_absolute"),
     ]:
         with pytest.raises(ConfigError, match=field):
             ZoeDepthConfig.from_dict(dict(raw, **edit))
+
+
+def test_unknown_config_fields_load_with_one_warning_and_are_kept(nk_folder, tmp_path):
+    """As transformers does: a field this implementation does not know (one transformers' own ZoeDepth tests write,
+    one a newer version might add) does not stop loading; one warning lists them, and they are written back."""
+    raw = json.loads((nk_folder / "config.json").read_text())
+    raw["num_out_features"] = [64, 64]
+    raw["backbone_config"] = dict(raw["backbone_config"], future_bookkeeping={"a": 1})
+    folder = copy_checkpoint(nk_folder, tmp_path / "extra_keys")
+    (folder / "config.json").write_text(json.dumps(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, variables = from_pretrained(folder)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
+    assert len(messages) == 1, messages
+    assert "config.num_out_features" in messages[0] and "backbone_config.future_bookkeeping" in messages[0]
+    saved = json.loads((save_pretrained(tmp_path / "saved", model, variables) / "config.json").read_text())
+    assert saved["num_out_features"] == [64, 64] and saved["backbone_config"]["future_bookkeeping"] == {"a": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        ZoeDepthConfig.from_dict(json.loads((nk_folder / "config.json").read_text()))  # known fields: no warning
 
 
 def test_config_round_trips(nk_folder):

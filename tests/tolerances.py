@@ -60,6 +60,10 @@ UINT8_RESIZE_LEVELS = 1.0
 # coordinates and weights as torch, float32 sums rounded differently.
 POST_PROCESS_RELATIVE = 1e-4
 
+# The flip mixture's mean and standard deviation (processor.mixture_of_two) against the moments of float64 samples
+# of the two distributions: a handful of float32 operations on values of order one, ~1e-7.
+MIXTURE_RELATIVE = 1e-6
+
 # ops.resize_bilinear / resize_bicubic against torch.nn.functional.interpolate, relative to the input's scale.
 # Coordinates and weights are torch's bit for bit; what remains is the rounding of 2 (bilinear) or 4 (bicubic)
 # float32 products summed per axis. Measured <= 2e-7.
@@ -97,3 +101,10 @@ OPENVINO_F32_DEPTH_RELATIVE = 1e-2
 # this bound catches a wrong image or layout: the two images of the batch swapped give a median of 0.09, an
 # upside-down image (depth flipped back) 0.26.
 BF16_DEPTH_MEDIAN_RELATIVE = 5e-2
+
+# 3D points (tests/test_geometry.py) in float32 against values computed by hand in float64: a subtraction, a
+# division and a product per coordinate, each rounding at 2^-24 relative; measured <= 7e-8.
+GEOMETRY_FP32_RELATIVE = 1e-6
+# Camera intrinsics are float64 Python arithmetic: the same formula written another way (math.radians against
+# 55 * pi / 180, a scale and its inverse) differs by a few float64 ulps, ~1e-16.
+GEOMETRY_FLOAT64_RELATIVE = 1e-12

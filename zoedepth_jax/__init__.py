@@ -1,7 +1,15 @@
 """zoedepth-jax: ZoeDepth metric monocular depth in JAX/Flax, numerically identical to transformers."""
 
 from zoedepth_jax.config import BeitConfig, BinConfiguration, ZoeDepthConfig
-from zoedepth_jax.errors import CheckpointError, ConfigError, ImageError, ZoeDepthError
+from zoedepth_jax.errors import (
+    ArgumentError,
+    CheckpointError,
+    ConfigError,
+    ImageError,
+    OutputExistsError,
+    ZoeDepthError,
+)
+from zoedepth_jax.geometry.points import depth_to_points
 from zoedepth_jax.inference.estimator import DepthEstimator, pipeline
 from zoedepth_jax.inference.images import load_image
 from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
@@ -9,18 +17,21 @@ from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthO
 from zoedepth_jax.weights.loading import from_pretrained, save_pretrained
 
 __all__ = [
+    "ArgumentError",
     "BeitConfig",
     "BinConfiguration",
     "CheckpointError",
     "ConfigError",
     "DepthEstimator",
     "ImageError",
+    "OutputExistsError",
     "ZoeDepthConfig",
     "ZoeDepthError",
     "ZoeDepthForDepthEstimation",
     "ZoeDepthImageProcessor",
     "ZoeDepthOutput",
     "apply_with_intermediates",
+    "depth_to_points",
     "from_pretrained",
     "load_image",
     "pipeline",

@@ -19,6 +19,8 @@ from pathlib import Path
 from zoedepth_jax.errors import ZoeDepthError
 from zoedepth_jax.evaluation import folders as evaluation
 from zoedepth_jax.evaluation.metrics import CROPS
+from zoedepth_jax.geometry.camera import DEFAULT_FOV_DEGREES, parse_intrinsics
+from zoedepth_jax.geometry.points import EDGE_THRESHOLD
 from zoedepth_jax.inference import folders
 from zoedepth_jax.inference.estimator import DEFAULT_MODEL, DepthEstimator
 from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES, ROUTINGS
@@ -62,10 +64,16 @@ config.json + flax_model.safetensors (+ preprocessor_config.json when the source
 
 
 _EXPORT_DESCRIPTION = """\
-Writes the model's forward pass for pixel_values [B, HEIGHT, WIDTH, 3] as a jax.export artifact (StableHLO),
-which `zoedepth_jax.export.load_exported(OUT)` (or jax.export.deserialize) runs without this package's model
-code. The weights are an input of the artifact, not part of it: load them with from_pretrained. Outputs are
-(predicted_depth [B, H, W], domain_logits [B, 2], or [B, 0] for single-head models)."""
+Writes the model's forward pass for pixel_values [B, HEIGHT, WIDTH, 3] (NHWC, normalised as the image processor
+does), in one of two formats:
+
+  --format jax   a jax.export artifact (StableHLO), which `zoedepth_jax.inference.export.load_exported(OUT)` (or
+                 jax.export.deserialize) runs without this package's model code. The weights are an input of the
+                 artifact, not part of it: load them with from_pretrained. Outputs (predicted_depth [B, H, W],
+                 domain_logits [B, 2], or [B, 0] for single-head models).
+  --format onnx  an ONNX graph with the weights inside (needs the onnx extra: pip install 'zoedepth-jax[onnx]'),
+                 for ONNX Runtime, TensorRT or OpenVINO. Input pixel_values, outputs predicted_depth and, for
+                 nyu-kitti, domain_logits; any batch size; each image routed to its head by its own logits."""
 
 
 def _add_command(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -97,6 +105,13 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
         "slightly less accurate); weights stay float32",
     )
     parser.add_argument(
+        "--keep-aspect-ratio",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="resize keeping the aspect ratio (the released setting, the original's 'infer' mode), or, with "
+        "--no-keep-aspect-ratio, to the fixed 384x512 of the original's 'eval' mode (default: the checkpoint's)",
+    )
+    parser.add_argument(
         "--routing",
         choices=ROUTINGS,
         default="per_image",
@@ -115,7 +130,13 @@ def _positive_int(text: str) -> int:
 def _estimator_from_args(args: argparse.Namespace) -> DepthEstimator:
     """The `DepthEstimator` that the options of `_add_estimator_options` describe."""
     return DepthEstimator(
-        args.model, flip=args.flip, batch_size=args.batch_size, dtype=COMPUTE_DTYPES[args.dtype], routing=args.routing
+        args.model,
+        flip=args.flip,
+        batch_size=args.batch_size,
+        dtype=COMPUTE_DTYPES[args.dtype],
+        routing=args.routing,
+        keep_aspect_ratio=args.keep_aspect_ratio,
+        uncertainty=getattr(args, "uncertainty", False),
     )
 
 
@@ -151,6 +172,13 @@ def _add_predict_parser(commands) -> None:
     _add_estimator_options(predict)
     predict.add_argument("--npy", action="store_true", help="also write float32 meters as <name>_depth.npy")
     predict.add_argument("--no-color", action="store_true", help="do not write the colour preview")
+    predict.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write each pixel's depth standard deviation under the model's bin distribution: a picture "
+        "<name>_depth_std.png (bright = uncertain) and, with --npy, <name>_depth_std.npy (float32 meters)",
+    )
+    _add_3d_options(predict)
     predict.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     cluster = predict.add_argument_group(
@@ -164,6 +192,44 @@ def _add_predict_parser(commands) -> None:
     cluster.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
     cluster.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
     predict.set_defaults(func=_predict)
+
+
+def _add_3d_options(predict: argparse.ArgumentParser) -> None:
+    three_d = predict.add_argument_group(
+        "3D (needs the 3d extra: pip install 'zoedepth-jax[3d]')",
+        "Points in meters from the depth map at the photo's size, coloured by the photo: the PLY in the camera "
+        "frame (x right, y down, z forward), the GLB in glTF's (x right, y up, z backward). Without --intrinsics "
+        "the camera has a 55 degree horizontal field of view with the principal point at the centre, as the "
+        "original ZoeDepth assumes.",
+    )
+    three_d.add_argument("--ply", action="store_true", help="write the point cloud as <name>.ply (binary)")
+    three_d.add_argument("--glb", action="store_true", help="write a mesh as <name>.glb (grid triangles, colours)")
+    camera = three_d.add_mutually_exclusive_group()
+    camera.add_argument(
+        "--fov", type=float, default=DEFAULT_FOV_DEGREES, metavar="DEG", help="horizontal field of view"
+    )
+    camera.add_argument(
+        "--intrinsics",
+        type=_intrinsics,
+        metavar="FX,FY,CX,CY",
+        help="the photo's camera, in pixels of the photo as stored (after its EXIF rotation)",
+    )
+    three_d.add_argument(
+        "--edge-threshold",
+        type=float,
+        default=EDGE_THRESHOLD,
+        metavar="M",
+        help=f"drop points and triangles where depth changes by more than M meters per pixel (default "
+        f"{EDGE_THRESHOLD}, the original demo's)",
+    )
+    three_d.add_argument("--keep-edges", action="store_true", help="keep every point and triangle")
+
+
+def _intrinsics(text: str):
+    try:
+        return parse_intrinsics(text)
+    except ZoeDepthError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_convert_parser(commands) -> None:
@@ -200,9 +266,15 @@ def _add_export_parser(commands) -> None:
     export.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR", help="hub id or local folder")
     export.add_argument("--height", type=int, default=384, help="input height in pixels (multiple of 16)")
     export.add_argument("--width", type=int, default=512, help="input width in pixels (multiple of 16)")
+    export.add_argument("--format", choices=("jax", "onnx"), default="jax", help="the file's format (default: jax)")
     export.add_argument(
-        "--batch-size", type=_positive_int, default=None, metavar="N", help="fixed batch size (default: any batch)"
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="fixed batch size of a jax artifact (default: any batch; an ONNX graph takes any batch)",
     )
+    export.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: 17)")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     export.set_defaults(func=_export)
 
@@ -219,14 +291,23 @@ def _predict(args: argparse.Namespace) -> int:
         for name in missing:
             print(f"error: {name}: no such file or folder (skipped)", file=sys.stderr)
     jobs = folders.shard_for_process(jobs, jax.process_index(), jax.process_count())
-    color = not args.no_color
-    todo = folders.pending_jobs(jobs, args.npy, color, args.overwrite)
+    kinds = folders.Outputs(
+        npy=args.npy,
+        color=not args.no_color,
+        uncertainty=args.uncertainty,
+        ply=args.ply,
+        glb=args.glb,
+        intrinsics=args.intrinsics,
+        fov_degrees=args.fov,
+        edge_threshold=None if args.keep_edges else args.edge_threshold,
+    )
+    todo = folders.pending_jobs(jobs, kinds, args.overwrite)
     summary = folders.Summary(skipped=len(jobs) - len(todo), failed=len(missing) if first_process else 0)
     if summary.skipped:
         message = f"{summary.skipped} image(s) already done in {out_dir}, skipped (--overwrite redoes them)"
         print(message, file=sys.stderr)
     if todo:
-        ran = folders.run_jobs(todo, _estimator_from_args(args), args.npy, color, progress=not args.no_progress)
+        ran = folders.run_jobs(todo, _estimator_from_args(args), kinds, progress=not args.no_progress)
         summary.done, summary.failed = ran.done, summary.failed + ran.failed
     total = folders.total_over_processes(summary)
     if first_process:
@@ -276,13 +357,21 @@ def _convert(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from zoedepth_jax.files import refuse_to_overwrite
     from zoedepth_jax.inference.export import export_model, save_exported
+    from zoedepth_jax.inference.onnx_export import export_onnx
     from zoedepth_jax.weights.loading import from_pretrained
 
+    if args.format == "onnx" and args.batch_size is not None:
+        raise ZoeDepthError("--batch-size applies to --format jax; an ONNX graph takes any batch size")
+    if args.format == "jax" and args.opset is not None:
+        raise ZoeDepthError("--opset applies to --format onnx")
     out = Path(args.out)
     refuse_to_overwrite([out], args.overwrite)  # before the load and the trace, which take a while
     model, variables = from_pretrained(args.model)
-    exported = export_model(model, variables, args.height, args.width, args.batch_size)
-    save_exported(out, exported, overwrite=args.overwrite)
+    if args.format == "onnx":
+        export_onnx(model, variables, out, args.height, args.width, overwrite=args.overwrite, opset=args.opset)
+    else:
+        exported = export_model(model, variables, args.height, args.width, args.batch_size)
+        save_exported(out, exported, overwrite=args.overwrite)
     batch = "any batch size" if args.batch_size is None else f"batch {args.batch_size}"
     print(f"exported {args.model} for {args.height}x{args.width}, {batch} -> {out} ({out.stat().st_size:,} bytes)")
     return 0
@@ -348,9 +437,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"warning: {result.image}: no valid ground-truth pixel (skipped)", file=sys.stderr)
     if all(r.metrics is None for r in results):
         raise ZoeDepthError("no image could be scored")
+    processor = estimator.processor
+    size = f"{processor.size['height']}x{processor.size['width']}"
+    resize = f"keeping the aspect ratio, near {size}" if processor.keep_aspect_ratio else f"fixed {size}"
     print(
         f"{args.model} on {folder}: depth {settings.min_depth:g}..{settings.max_depth:g} m, crop {settings.crop}, "
-        f"ground truth {settings.depth_scale:g} per meter, flip {'on' if args.flip else 'off'}"
+        f"ground truth {settings.depth_scale:g} per meter, flip {'on' if args.flip else 'off'}, resize {resize}"
     )
     print(evaluation.summary_table(results, per_image=args.per_image))
     return 1 if failed else 0

@@ -6,7 +6,11 @@ BEiT `backbone_config`. Every field is sorted into one of three kinds:
 * fields this implementation reads (validated; an unsupported value is a `ConfigError` naming the field);
 * bookkeeping fields that do not change the network (`architectures`, `id2label`, generation defaults that
   transformers v4 wrote into every config, ...): kept verbatim so that `to_dict` writes them back;
-* anything else: a `ConfigError`, so that a config we do not understand is never run silently.
+* anything else (a key a newer transformers writes, or one a test setup adds, such as `num_out_features`): kept
+  and written back too, with one `ConfigWarning` that lists them, since transformers loads such configs.
+
+A field this implementation reads with a value it does not implement is a `ConfigError`: nothing runs a
+network other than the one the config describes.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from typing import Any
 
-from zoedepth_jax.errors import ConfigError
+from zoedepth_jax.errors import ConfigError, ConfigWarning
 
 # Fields that PreTrainedConfig (transformers v4 and v5) serialises for every model. None changes the network.
 _GENERIC_FIELDS = frozenset(
@@ -73,13 +78,15 @@ def _check_required(raw: dict, required: dict, where: str) -> None:
             )
 
 
-def _split_fields(raw: dict, known: set, required: dict, ignorable: frozenset, where: str) -> dict:
-    """Returns the bookkeeping fields of `raw`; raises on any field that is neither known nor bookkeeping."""
+def _split_fields(raw: dict, known: set, required: dict, where: str) -> dict:
+    """The fields of `raw` this implementation does not read (bookkeeping, or unknown), kept to be written back;
+    raises on a required field with another value."""
     _check_required(raw, required, where)
-    unknown = sorted(set(raw) - known - set(required) - ignorable)
-    if unknown:
-        raise ConfigError(f"unknown field(s) in {where}: {', '.join(unknown)}")
     return {name: raw[name] for name in raw if name not in known and name not in required}
+
+
+def _unknown_fields(extra: dict, ignorable: frozenset, where: str) -> list[str]:
+    return [f"{where}.{name}" for name in sorted(set(extra) - ignorable)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +114,7 @@ class BeitConfig:
                 f"backbone_config.model_type = {raw.get('model_type')!r}: only the BEiT backbone is implemented"
             )
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        extra = _split_fields(raw, known, _BEIT_REQUIRED, _GENERIC_FIELDS | _BEIT_UNUSED_FIELDS, "backbone_config")
+        extra = _split_fields(raw, known, _BEIT_REQUIRED, "backbone_config")
         values = {name: raw[name] for name in known if name in raw}
         image_size = values.get("image_size", cls.image_size)
         if isinstance(image_size, (list, tuple)):
@@ -223,7 +230,7 @@ class ZoeDepthConfig:
         if raw.get("model_type", "zoedepth") != "zoedepth":
             raise ConfigError(f"model_type = {raw.get('model_type')!r}: expected 'zoedepth'")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        extra = _split_fields(raw, known, _ZOEDEPTH_REQUIRED, _GENERIC_FIELDS | _ZOEDEPTH_UNUSED_FIELDS, "config")
+        extra = _split_fields(raw, known, _ZOEDEPTH_REQUIRED, "config")
         values = {name: raw[name] for name in known if name in raw and raw[name] is not None}
         values["backbone_config"] = BeitConfig.from_dict(raw.get("backbone_config") or {})
         for name in ("reassemble_factors", "neck_hidden_sizes", "num_attractors"):
@@ -236,6 +243,17 @@ class ZoeDepthConfig:
             )
         config = cls(**values, extra=extra)
         config.validate()
+        unknown = _unknown_fields(extra, _GENERIC_FIELDS | _ZOEDEPTH_UNUSED_FIELDS, "config")
+        unknown += _unknown_fields(
+            config.backbone_config.extra, _GENERIC_FIELDS | _BEIT_UNUSED_FIELDS, "backbone_config"
+        )
+        if unknown:
+            warnings.warn(
+                f"zoedepth-jax does not know the field(s) {', '.join(unknown)}: the model is built without them, "
+                "and save_pretrained writes them back (transformers loads such fields too)",
+                ConfigWarning,
+                stacklevel=2,
+            )
         if "backbone_hidden_size" in raw and raw["backbone_hidden_size"] != config.backbone_config.hidden_size:
             raise ConfigError(
                 f"config.backbone_hidden_size = {raw['backbone_hidden_size']} disagrees with "

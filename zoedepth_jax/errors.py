@@ -28,3 +28,7 @@ class ImageError(ZoeDepthError, ValueError):
 
 class OutputExistsError(ZoeDepthError, FileExistsError):
     """An output file exists already and overwriting it was not asked for."""
+
+
+class ConfigWarning(UserWarning):
+    """A config.json field zoedepth-jax does not know: the model is built without it, and it is kept."""

@@ -114,7 +114,9 @@ def evaluate_pairs(
             progress(len(errors))
         predictions = estimator.predict_prepared([prepared for _, prepared in loaded.values()], progress=progress)
         scores = {
-            k: compute_metrics(truth, prediction, settings.min_depth, settings.max_depth, settings.crop)
+            k: compute_metrics(
+                truth, prediction["predicted_depth"], settings.min_depth, settings.max_depth, settings.crop
+            )
             for (k, (truth, _)), prediction in zip(loaded.items(), predictions, strict=True)
         }
         results.extend(ImageResult(image, scores.get(k), errors.get(k)) for k, (image, _) in enumerate(chunk))

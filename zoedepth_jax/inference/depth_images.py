@@ -37,14 +37,33 @@ def colorize(depth_m: np.ndarray) -> Image.Image:
     Depths are normalised between their 2nd and 98th percentiles (so a few outliers do not wash out the picture)
     and mapped through a small built-in magma-like palette. Non-finite depths are drawn as far (dark).
     """
-    depth = np.asarray(depth_m, dtype=np.float64)
-    finite = np.isfinite(depth)
-    if finite.any():
-        low, high = np.percentile(depth[finite], [2, 98])
-    else:
-        low, high = 0.0, 1.0
+    return _in_palette(1.0 - _between_percentiles(depth_m))
+
+
+def colorize_uncertainty(depth_std_m: np.ndarray) -> Image.Image:
+    """An RGB picture of a depth_std map: uncertain is bright, certain dark, in the palette of `colorize`
+    (normalised between the 2nd and 98th percentiles; non-finite values drawn as certain)."""
+    return _in_palette(_between_percentiles(depth_std_m))
+
+
+def depth_preview(depth: np.ndarray) -> Image.Image:
+    """transformers' `depth` image: the depth map scaled to 0..255 between its min and max, mode "L"."""
+    depth = np.asarray(depth, dtype=np.float32)
+    span = depth.max() - depth.min()
+    scaled = (depth - depth.min()) / span if span > 0 else np.zeros_like(depth)
+    return Image.fromarray((scaled * 255).astype(np.uint8))
+
+
+def _between_percentiles(values: np.ndarray) -> np.ndarray:
+    """`values` mapped to 0..1 between their 2nd and 98th percentiles (clipped); non-finite values to 1."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    low, high = np.percentile(values[finite], [2, 98]) if finite.any() else (0.0, 1.0)
     span = high - low if high > low else 1.0
-    nearness = 1.0 - np.clip((depth - low) / span, 0.0, 1.0)
-    nearness = np.where(finite, nearness, 0.0)
-    rgb = np.stack([np.interp(nearness, _PALETTE_STOPS, _PALETTE_RGB[:, c]) for c in range(3)], axis=-1)
+    return np.where(finite, np.clip((values - low) / span, 0.0, 1.0), 1.0)
+
+
+def _in_palette(levels: np.ndarray) -> Image.Image:
+    """0..1 levels [H, W] -> an RGB image through the palette above (0 dark, 1 bright)."""
+    rgb = np.stack([np.interp(levels, _PALETTE_STOPS, _PALETTE_RGB[:, c]) for c in range(3)], axis=-1)
     return Image.fromarray(np.rint(rgb).astype(np.uint8))  # uint8 [H, W, 3] -> mode "RGB"

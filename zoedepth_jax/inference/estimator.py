@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from PIL import Image
 
 from zoedepth_jax.errors import ArgumentError
+from zoedepth_jax.inference.depth_images import colorize_uncertainty, depth_preview
 from zoedepth_jax.inference.images import load_image
 from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput
@@ -51,14 +51,6 @@ def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ArgumentError(f"batch_size must be a whole number of images, at least 1, got {batch_size!r}")
     return batch_size
-
-
-def depth_preview(depth: np.ndarray) -> Image.Image:
-    """transformers' `depth` image: the depth map scaled to 0..255 between its min and max, mode "L"."""
-    depth = np.asarray(depth, dtype=np.float32)
-    span = depth.max() - depth.min()
-    scaled = (depth - depth.min()) / span if span > 0 else np.zeros_like(depth)
-    return Image.fromarray((scaled * 255).astype(np.uint8))
 
 
 class PreparedImage(NamedTuple):
@@ -91,6 +83,11 @@ class DepthEstimator:
             module passed in, None keeps the module's own.
         routing: "per_image" (the default) or "batch", for models with several heads (nyu-kitti). For a module
             passed in, None keeps the module's own.
+        uncertainty: also return each pixel's `depth_std` (the model's `with_uncertainty=True`), post-processed
+            as the depth is (a flip average combines the two as a mixture).
+        keep_aspect_ratio: overrides the processor's resize rule: True (the released setting, the original's
+            "infer" mode) keeps the aspect ratio; False resizes every image to the processor's fixed size (the
+            original's "eval" mode).
         devices: the devices to run on, data parallel (default: all of this process's devices).
     """
 
@@ -107,6 +104,8 @@ class DepthEstimator:
         devices: Sequence[jax.Device] | None = None,
         revision: str | None = None,
         cache_dir: str | None = None,
+        uncertainty: bool = False,
+        keep_aspect_ratio: bool | None = None,
     ):
         self.devices = list(devices) if devices is not None else jax.local_devices()
         if not self.devices:
@@ -129,7 +128,13 @@ class DepthEstimator:
         self._split = NamedSharding(mesh, PartitionSpec("data"))  # batch axis over the devices
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self.variables = jax.device_put(variables, self._replicated)
-        self.processor = processor if processor is not None else ZoeDepthImageProcessor()
+        processor = processor if processor is not None else ZoeDepthImageProcessor()
+        if keep_aspect_ratio is not None:
+            processor = ZoeDepthImageProcessor.from_dict(
+                {**processor.to_dict(), "keep_aspect_ratio": keep_aspect_ratio}
+            )
+        self.processor = processor
+        self.uncertainty = uncertainty
         self.flip = flip
         self.batch_size = batch_size
         self.compile_count = 0  # how many times the model has been traced (one per new input shape)
@@ -137,13 +142,14 @@ class DepthEstimator:
 
     def _traced_forward(self, variables, pixel_values) -> ZoeDepthOutput:
         self.compile_count += 1  # runs only while jax traces, i.e. once per compiled shape
-        return self.model.apply(variables, pixel_values)
+        return self.model.apply(variables, pixel_values, with_uncertainty=self.uncertainty)
 
     def __call__(self, images, progress=None) -> dict | list[dict]:
         """Depth for one image (returns a dict) or a list of images (returns a list of dicts, in order).
 
         An image is a PIL image, a numpy HWC array or a file path. Each result has `predicted_depth` (float32
-        numpy [H, W], meters, at the image's own size) and `depth` (a PIL greyscale image for viewing).
+        numpy [H, W], meters, at the image's own size) and `depth` (a PIL greyscale image for viewing), and with
+        `uncertainty=True` `depth_std` (float32 [H, W], meters) and `depth_std_image` (a PIL picture of it).
         `progress`, if given, is called with the number of images just finished.
         """
         single = not isinstance(images, (list, tuple))
@@ -155,8 +161,12 @@ class DepthEstimator:
         unreadable file, an unsupported mode, too small to pad) raises `ImageError` naming it, before any model
         call."""
         prepared = [self.prepare(image, name=_describe(image, k)) for k, image in enumerate(images)]
-        depths = self.predict_prepared(prepared, progress)
-        return [{"predicted_depth": depth, "depth": depth_preview(depth)} for depth in depths]
+        results = self.predict_prepared(prepared, progress)
+        for result in results:
+            result["depth"] = depth_preview(result["predicted_depth"])
+            if "depth_std" in result:
+                result["depth_std_image"] = colorize_uncertainty(result["depth_std"])
+        return results
 
     def prepare(self, image, name: str | None = None) -> PreparedImage:
         """Loads and processes one image (raises `ImageError` naming `name` if it cannot)."""
@@ -164,23 +174,24 @@ class DepthEstimator:
         pixel_values = self.processor(array)["pixel_values"]  # [1, H, W, 3]
         return PreparedImage(pixel_values, array.shape[:2])
 
-    def predict_prepared(self, prepared: Sequence[PreparedImage], progress=None) -> list[np.ndarray]:
-        """Depth maps (float32 meters, source size) for prepared images, in order, batched by processed shape."""
+    def predict_prepared(self, prepared: Sequence[PreparedImage], progress=None) -> list[dict]:
+        """`{"predicted_depth": float32 meters [h, w]}` (and `"depth_std"` with `uncertainty`) at each image's
+        source size, for prepared images, in order; they run batched by processed shape."""
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for k, item in enumerate(prepared):
             groups[item.pixel_values.shape].append(k)
-        depths: list[np.ndarray | None] = [None] * len(prepared)
+        results: list[dict | None] = [None] * len(prepared)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
-                for k, depth in zip(batch, self._predict_batch([prepared[k] for k in batch]), strict=True):
-                    depths[k] = depth
+                for k, result in zip(batch, self._predict_batch([prepared[k] for k in batch]), strict=True):
+                    results[k] = result
                 if progress is not None:
                     progress(len(batch))
-        return depths
+        return results
 
-    def _predict_batch(self, batch: list[PreparedImage]) -> list[np.ndarray]:
-        """Runs images of one processed shape; returns their depth maps in meters at their source sizes."""
+    def _predict_batch(self, batch: list[PreparedImage]) -> list[dict]:
+        """Runs images of one processed shape; returns their post-processed maps at their source sizes."""
         pixel_values = np.concatenate([item.pixel_values for item in batch])
         count = len(batch)
         if self.model.routing == "per_image":
@@ -188,17 +199,19 @@ class DepthEstimator:
             pixel_values = np.concatenate([pixel_values, np.repeat(pixel_values[:1], padded - count, axis=0)])
         outputs = self._run(pixel_values, count)
         flipped = self._run(pixel_values[:, :, ::-1], count) if self.flip else None
-        processed = self.processor.post_process_depth_estimation(
+        return self.processor.post_process_depth_estimation(
             outputs, source_sizes=[item.source_size for item in batch], outputs_flipped=flipped
         )
-        return [np.asarray(item["predicted_depth"], dtype=np.float32) for item in processed]
 
     def _run(self, pixel_values: np.ndarray, count: int) -> ZoeDepthOutput:
         split = len(pixel_values) % len(self.devices) == 0
         placed = jax.device_put(np.ascontiguousarray(pixel_values), self._split if split else self._replicated)
         output = self._forward(self.variables, placed)
-        logits = None if output.domain_logits is None else np.asarray(output.domain_logits[:count])
-        return ZoeDepthOutput(np.asarray(output.predicted_depth[:count]), logits)
+
+        def first(array):  # the real images' rows of a padded batch, on the host
+            return None if array is None else np.asarray(array[:count])
+
+        return ZoeDepthOutput(first(output.predicted_depth), first(output.domain_logits), first(output.depth_std))
 
 
 def _describe(image, index: int) -> str:

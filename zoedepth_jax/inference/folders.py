@@ -21,10 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from zoedepth_jax.errors import ZoeDepthError
+from zoedepth_jax.errors import ArgumentError, ZoeDepthError
 from zoedepth_jax.files import write_atomically
+from zoedepth_jax.geometry.camera import DEFAULT_FOV_DEGREES, intrinsics_from_fov
+from zoedepth_jax.geometry.files import write_mesh, write_point_cloud
+from zoedepth_jax.geometry.points import EDGE_THRESHOLD, depth_edges_mask, depth_to_points, to_opengl
 from zoedepth_jax.inference import depth_images
 from zoedepth_jax.inference.estimator import DepthEstimator
+from zoedepth_jax.inference.images import load_image
 
 # Files a folder is searched for (case-insensitive); a file named on the command line is tried whatever its name.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -38,20 +42,57 @@ MAX_PENDING_WRITES = 16
 PNG_COMPRESS_LEVEL = 1
 
 
+# The name of each output: the source's name (without its extension) followed by this.
+OUTPUT_SUFFIXES = {
+    "depth_png": "_depth.png",
+    "color": "_depth_color.png",
+    "npy": "_depth.npy",
+    "std_png": "_depth_std.png",
+    "std_npy": "_depth_std.npy",
+    "ply": ".ply",
+    "glb": ".glb",
+}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Which files `predict` writes for each image, named after it (photo.jpg -> photo_depth.png, ...). The
+    16-bit depth PNG is always written, and last: it marks the image as done."""
+
+    npy: bool = False  # <name>_depth.npy, float32 meters (and <name>_depth_std.npy with uncertainty)
+    color: bool = True  # <name>_depth_color.png, a picture of the depth
+    uncertainty: bool = False  # <name>_depth_std.png, a picture of the standard deviation (needs depth_std)
+    ply: bool = False  # <name>.ply, the point cloud with the photo's colours
+    glb: bool = False  # <name>.glb, the mesh with the photo's colours
+    # The camera of the 3D files: the photo's own (fx, fy, cx, cy) in its pixels, or else a field of view.
+    intrinsics: tuple[float, float, float, float] | None = None
+    fov_degrees: float = DEFAULT_FOV_DEGREES
+    edge_threshold: float | None = EDGE_THRESHOLD  # drop 3D points and triangles at depth jumps; None keeps all
+
+
 @dataclass(frozen=True)
 class Job:
-    """One image to do: where it is read from and the stem its outputs are written under (`<stem>.png`, ...)."""
+    """One image to do: where it is read from and the path its outputs are named after (`<base>_depth.png`)."""
 
     source: Path
-    stem: Path
+    base: Path
 
-    def outputs(self, npy: bool, color: bool) -> list[Path]:
-        paths = [self.stem.with_name(self.stem.name + ".png")]
-        if color:
-            paths.append(self.stem.with_name(self.stem.name + "_color.png"))
-        if npy:
-            paths.append(self.stem.with_name(self.stem.name + ".npy"))
-        return paths
+    @property
+    def stem(self) -> Path:  # the depth outputs' common stem: <base>_depth
+        return self.base.with_name(self.base.name + "_depth")
+
+    def outputs(self, kinds: Outputs) -> dict[str, Path]:
+        """The files `kinds` asks for, by kind; "depth_png" (the done marker) first."""
+        wanted = {
+            "depth_png": True,
+            "color": kinds.color,
+            "npy": kinds.npy,
+            "std_png": kinds.uncertainty,
+            "std_npy": kinds.uncertainty and kinds.npy,
+            "ply": kinds.ply,
+            "glb": kinds.glb,
+        }
+        return {kind: self.base.with_name(self.base.name + OUTPUT_SUFFIXES[kind]) for kind, on in wanted.items() if on}
 
 
 @dataclass
@@ -81,9 +122,9 @@ def collect_jobs(inputs: list[str], out_dir: Path) -> tuple[list[Job], list[str]
                 if out_resolved in file.resolve().parents:
                     continue  # our own outputs, from an earlier run with --out inside the input folder
                 relative = file.relative_to(path)
-                jobs.append(Job(file, out_dir / relative.parent / f"{relative.stem}_depth"))
+                jobs.append(Job(file, out_dir / relative.parent / relative.stem))
         elif path.is_file():
-            jobs.append(Job(path, out_dir / f"{path.stem}_depth"))
+            jobs.append(Job(path, out_dir / path.stem))
         else:
             missing.append(name)
     by_stem: dict[Path, list[Path]] = {}
@@ -96,23 +137,53 @@ def collect_jobs(inputs: list[str], out_dir: Path) -> tuple[list[Job], list[str]
     return jobs, missing
 
 
-def write_outputs(job: Job, depth: np.ndarray, npy: bool, color: bool) -> None:
-    """Writes the 16-bit millimetre PNG, the colour preview and the .npy of one image, each atomically."""
+def write_outputs(job: Job, result: dict, kinds: Outputs) -> None:
+    """Writes the files `kinds` asks for of one image's `result` (`predicted_depth`, and `depth_std`), each
+    atomically, the 16-bit depth PNG last."""
+    depth = result["predicted_depth"]
+    paths = job.outputs(kinds)
+    job.base.parent.mkdir(parents=True, exist_ok=True)
+    if kinds.color:
+        _write_png(paths["color"], depth_images.colorize(depth))
+    if kinds.npy:
+        _write_npy(paths["npy"], depth)
+    if kinds.uncertainty:
+        if "depth_std" not in result:
+            raise ArgumentError("uncertainty outputs need an estimator with uncertainty=True")
+        _write_png(paths["std_png"], depth_images.colorize_uncertainty(result["depth_std"]))
+        if kinds.npy:
+            _write_npy(paths["std_npy"], result["depth_std"])
+    if kinds.ply or kinds.glb:
+        _write_3d(job, depth, kinds, paths)
+    _write_png(paths["depth_png"], depth_images.depth_to_png16(depth))
 
-    def save_npy(temp: str) -> None:
+
+def _write_png(path: Path, image) -> None:
+    write_atomically(path, lambda temp: image.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    def save(temp: str) -> None:
         with open(temp, "wb") as f:
-            np.save(f, depth)
+            np.save(f, array)
 
-    job.stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = job.outputs(npy, color)
-    # The 16-bit PNG is written last: its presence marks the image as done for a resumed run.
-    if color:
-        preview = depth_images.colorize(depth)
-        write_atomically(paths[1], lambda temp: preview.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
-    if npy:
-        write_atomically(paths[-1], save_npy)
-    png16 = depth_images.depth_to_png16(depth)
-    write_atomically(paths[0], lambda temp: png16.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+    write_atomically(path, save)
+
+
+def _write_3d(job: Job, depth: np.ndarray, kinds: Outputs, paths: dict[str, Path]) -> None:
+    """The point cloud and the mesh of the depth map at the photo's size, coloured with the photo."""
+    height, width = depth.shape
+    rgb = load_image(job.source, name=str(job.source))  # [H, W, 3], uint8 or float on the 0..255 scale
+    colors = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    intrinsics = kinds.intrinsics or intrinsics_from_fov(height, width, kinds.fov_degrees)
+    points = np.asarray(depth_to_points(depth, intrinsics))  # [H, W, 3] meters, camera frame
+    keep = np.isfinite(depth) & (depth > 0)
+    if kinds.edge_threshold is not None:
+        keep &= ~np.asarray(depth_edges_mask(depth, kinds.edge_threshold))
+    if kinds.ply:  # the camera frame, as point-cloud tools (Open3D, COLMAP) expect
+        write_point_cloud(paths["ply"], points, colors, keep, overwrite=True)
+    if kinds.glb:  # glTF's frame (y up, the camera looking down -z), so that viewers show it upright
+        write_mesh(paths["glb"], np.asarray(to_opengl(points)), colors, keep, overwrite=True)
 
 
 def depth_summary(depth: np.ndarray) -> str:
@@ -122,10 +193,10 @@ def depth_summary(depth: np.ndarray) -> str:
     return f"depth min {finite.min():.3f} m  median {np.median(finite):.3f} m  max {finite.max():.3f} m"
 
 
-def pending_jobs(jobs: list[Job], npy: bool, color: bool, overwrite: bool) -> list[Job]:
+def pending_jobs(jobs: list[Job], kinds: Outputs, overwrite: bool) -> list[Job]:
     """The jobs still to do: those missing any of their outputs, or all of them with `overwrite`. This is what
     makes an interrupted run resume."""
-    return [job for job in jobs if overwrite or not all(path.exists() for path in job.outputs(npy, color))]
+    return [job for job in jobs if overwrite or not all(path.exists() for path in job.outputs(kinds).values())]
 
 
 class _Writes:
@@ -136,8 +207,9 @@ class _Writes:
         self.pool, self.summary, self.report = pool, summary, report
         self.pending: deque[tuple[Job, np.ndarray, Future]] = deque()
 
-    def submit(self, job: Job, depth: np.ndarray, npy: bool, color: bool) -> None:
-        self.pending.append((job, depth, self.pool.submit(write_outputs, job, depth, npy, color)))
+    def submit(self, job: Job, result: dict, kinds: Outputs) -> None:
+        depth = result["predicted_depth"]
+        self.pending.append((job, depth, self.pool.submit(write_outputs, job, result, kinds)))
         while len(self.pending) > MAX_PENDING_WRITES:
             self.finish_oldest()
 
@@ -149,7 +221,7 @@ class _Writes:
         job, depth, future = self.pending.popleft()
         try:
             future.result()
-        except OSError as e:
+        except (OSError, ZoeDepthError) as e:
             self.summary.failed += 1
             self.report(f"error: {job.source}: cannot write outputs: {e}")
             return
@@ -181,8 +253,7 @@ def _reads_ahead(chunks: list[list[Job]], pool: ThreadPoolExecutor, estimator: D
 def run_jobs(
     jobs: list[Job],
     estimator: DepthEstimator,
-    npy: bool,
-    color: bool,
+    kinds: Outputs,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Summary:
@@ -216,8 +287,8 @@ def run_jobs(
                     summary.failed += 1
                     report(f"error: {e} (skipped)")
                     bar.update(1)
-            for job, depth in zip(ready, estimator.predict_prepared(prepared, progress=bar.update), strict=True):
-                writes.submit(job, depth, npy, color)
+            for job, result in zip(ready, estimator.predict_prepared(prepared, progress=bar.update), strict=True):
+                writes.submit(job, result, kinds)
         writes.finish_all()
     return summary
 

@@ -361,24 +361,29 @@ class ZoeDepthImageProcessor:
     def post_process_depth_estimation(
         self, outputs, source_sizes=None, target_sizes=None, outputs_flipped=None, do_remove_padding=None
     ) -> list[dict]:
-        """transformers' post-processing: `[{"predicted_depth": float32 [h, w]}]`, one per image.
+        """transformers' post-processing: `[{"predicted_depth": float32 [h, w]}]`, one per image, with
+        `"depth_std"` beside it when the outputs carry `depth_std` (`with_uncertainty=True`).
 
         outputs: anything with `.predicted_depth [B, H, W]` (a ZoeDepthOutput; numpy or JAX arrays).
-        outputs_flipped: the outputs for the horizontally mirrored input; the two are averaged.
+        outputs_flipped: the outputs for the horizontally mirrored input; the two are averaged. Their standard
+            deviations combine as those of an equal mixture of the two predictions (see `mixture_of_two`).
         source_sizes: (height, width) of each original image: the prediction is resized (bicubic) to that size
             plus ZoeDepth's padding, and the padding removed. Required unless do_remove_padding is False.
         target_sizes: (height, width) to resize each result to afterwards (bicubic).
         do_remove_padding: defaults to this processor's do_pad.
-        Argument mismatches raise ArgumentError (a ValueError, as transformers raises).
+        The standard deviation goes through the same resizes as the depth (clipped at 0, where bicubic
+        overshoots). Argument mismatches raise ArgumentError (a ValueError, as transformers raises).
         """
-        depth = _predicted_depth(outputs, "outputs")
-        flipped = None
+        depth, std = _depth_and_std(outputs, "outputs")
         if outputs_flipped is not None:
-            flipped = _predicted_depth(outputs_flipped, "outputs_flipped")
-            if flipped.shape != depth.shape:
+            flipped, flipped_std = _depth_and_std(outputs_flipped, "outputs_flipped")
+            if flipped.shape != depth.shape or (std is None) != (flipped_std is None):
                 raise ArgumentError(
-                    f"outputs and outputs_flipped must have the same shape, got {depth.shape} and {flipped.shape}"
+                    f"outputs and outputs_flipped must have the same shape and both carry depth_std or neither, "
+                    f"got {depth.shape} and {flipped.shape}"
                 )
+            unflipped_std = None if flipped_std is None else flipped_std[:, :, ::-1]
+            depth, std = mixture_of_two(depth, std, flipped[:, :, ::-1], unflipped_std)
         batch = depth.shape[0]
         target_sizes = _sizes(target_sizes, batch, "target_sizes")
         if do_remove_padding is None:
@@ -389,11 +394,8 @@ class ZoeDepthImageProcessor:
                 "or do_remove_padding=False"
             )
         source_sizes = _sizes(source_sizes, batch, "source_sizes")
-        if flipped is not None:
-            depth = (depth + flipped[:, :, ::-1]) / np.float32(2)
-        results = []
-        for index in range(batch):
-            result = depth[index]
+
+        def to_source(index: int, result: np.ndarray) -> np.ndarray:  # [H, W] -> [h, w] of image `index`
             if source_sizes is not None:
                 height, width = source_sizes[index]
                 rows, columns = padding(height, width) if do_remove_padding else (0, 0)
@@ -401,17 +403,38 @@ class ZoeDepthImageProcessor:
                 result = result[rows : rows + height, columns : columns + width]
             if target_sizes is not None:
                 result = ops.resize_bicubic(result, target_sizes[index], False, axes=(0, 1))
-            results.append({"predicted_depth": np.ascontiguousarray(result, dtype=np.float32)})
+            return np.ascontiguousarray(result, dtype=np.float32)
+
+        results = [{"predicted_depth": to_source(index, depth[index])} for index in range(batch)]
+        if std is not None:
+            for index, result in enumerate(results):
+                result["depth_std"] = np.maximum(to_source(index, std[index]), np.float32(0))
         return results
 
 
-def _predicted_depth(outputs, argument: str) -> np.ndarray:
+def mixture_of_two(mean_a, std_a, mean_b, std_b):
+    """Mean and standard deviation of an equal mixture of two distributions given by theirs (std None: the means
+    only): mean = (a + b) / 2, variance = (var_a + var_b) / 2 + ((a - b) / 2)^2. float32 arrays of one shape."""
+    mean = (mean_a + mean_b) / np.float32(2)
+    if std_a is None:
+        return mean, None
+    variance = (np.square(std_a) + np.square(std_b)) / np.float32(2) + np.square((mean_a - mean_b) / np.float32(2))
+    return mean, np.sqrt(variance)
+
+
+def _depth_and_std(outputs, argument: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """`outputs.predicted_depth [B, H, W]` and `outputs.depth_std` (None when absent) as float32 numpy."""
     if not hasattr(outputs, "predicted_depth"):
         raise ArgumentError(f"{argument} must have a predicted_depth (a ZoeDepthOutput), got {type(outputs).__name__}")
     depth = np.asarray(outputs.predicted_depth, dtype=np.float32)
     if depth.ndim != 3:
         raise ArgumentError(f"{argument}.predicted_depth must be [batch, height, width], got shape {depth.shape}")
-    return depth
+    std = getattr(outputs, "depth_std", None)
+    if std is not None:
+        std = np.asarray(std, dtype=np.float32)
+        if std.shape != depth.shape:
+            raise ArgumentError(f"{argument}.depth_std has shape {std.shape}, predicted_depth {depth.shape}")
+    return depth, std
 
 
 def _sizes(sizes, batch: int, argument: str) -> list[tuple[int, int]] | None:

@@ -232,10 +232,12 @@ class ConditionalLogBinomial(nn.Module):
     bottleneck: int
     min_temp: float
     max_temp: float
+    with_std: bool = False  # also the standard deviation of depth under the distribution (a separate program)
 
     @nn.compact
     def __call__(self, main, condition, centers):
-        # main [B, H, W, C1]; condition [B, h, w, C2]; centers [B, h', w', n_classes] -> depth [B, H, W]
+        # main [B, H, W, C1]; condition [B, h, w, C2]; centers [B, h', w', n_classes]
+        # -> depth [B, H, W], or (depth, std) [B, H, W] each with `with_std`
         split = main.shape[-1]
         first_kernel, first_bias = Conv1x1Weights(split + condition.shape[-1], self.bottleneck, name="mlp_0")()
         second_kernel, second_bias = Conv1x1Weights(self.bottleneck, 4, name="mlp_2")()
@@ -256,7 +258,17 @@ class ConditionalLogBinomial(nn.Module):
             one_minus_p = jnp.clip(1 - p, eps, 1.0)
             p = jnp.clip(p, eps, 1.0)
             logits = coefficients + k * jnp.log(p) + (last - k) * jnp.log(one_minus_p)
-            weighted = jax.nn.softmax(logits / t, axis=-1) * centers
-            return sum_in_order([weighted[..., i : i + 1] for i in range(self.n_classes)])
+            probabilities = jax.nn.softmax(logits / t, axis=-1)
+            weighted = probabilities * centers
+            mean = sum_in_order([weighted[..., i : i + 1] for i in range(self.n_classes)])
+            if not self.with_std:
+                return mean
+            # Var = sum p (c - mean)^2: the centred form, which does not cancel as E[c^2] - mean^2 would.
+            spread = probabilities * jnp.square(centers - mean)
+            variance = sum_in_order([spread[..., i : i + 1] for i in range(self.n_classes)])
+            return jnp.concatenate([mean, jnp.sqrt(variance)], axis=-1)
 
-        return in_row_tiles(depth, main, condition_part, centers)[..., 0]
+        result = in_row_tiles(depth, main, condition_part, centers)
+        if not self.with_std:
+            return result[..., 0]
+        return result[..., 0], result[..., 1]

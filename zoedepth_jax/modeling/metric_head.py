@@ -17,6 +17,7 @@ them keeps routing a pure selection (no `lax.cond`, no host sync), valid under `
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from zoedepth_jax.config import BinConfiguration, ZoeDepthConfig
@@ -37,9 +38,11 @@ MULTI_HEAD_ATTRACTORS = 16
 
 class MetricHead(nn.Module):
     """Returns the depth of every domain `[num_domains, B, H, W]` and the domain logits `[B, num_domains]`
-    (None with a single domain). `deterministic=False` turns on the router's dropout (the bins have none)."""
+    (None with a single domain). `deterministic=False` turns on the router's dropout (the bins have none).
+    With `with_std`, the depth is a pair: (mean, standard deviation) under each pixel's bin distribution."""
 
     config: ZoeDepthConfig
+    with_std: bool = False
 
     @nn.compact
     def __call__(self, relative_features, relative_depth, bottleneck, fused, deterministic: bool = True):
@@ -56,9 +59,11 @@ class MetricHead(nn.Module):
         last = relative_features.astype(jnp.float32)
         if not multi:
             last = jnp.concatenate([last, resize_to(relative_depth[..., None].astype(jnp.float32), last)], axis=-1)
-        depths = jnp.stack(
-            [self._domain_depth(bins, x, seed_embedding, embeddings, last) for bins in config.bin_configurations]
-        )
+        per_domain = [
+            self._domain_depth(bins, x, seed_embedding, embeddings, last) for bins in config.bin_configurations
+        ]
+        # [num_domains, B, H, W], or a (mean, std) pair of them
+        depths = jax.tree_util.tree_map(lambda *d: jnp.stack(d), *per_domain)
         if not multi:
             return depths, None
         tokens = PatchTransformerEncoder(config, name="patch_transformer")(x, deterministic)
@@ -95,6 +100,7 @@ class MetricHead(nn.Module):
             (last.shape[-1] + config.bin_embedding_dim) // factor,
             config.min_temp,
             config.max_temp,
+            self.with_std,
             name=f"conditional_log_binomial{suffix}",
         )
         self.sow("intermediates", f"bin_centers_{bins.name}", centers)

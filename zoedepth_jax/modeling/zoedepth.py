@@ -20,10 +20,12 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # the model
 
 @flax.struct.dataclass
 class ZoeDepthOutput:
-    """`predicted_depth [B, H, W]` in meters at the input's size; `domain_logits [B, 2]` for ZoeD-NK, else None."""
+    """`predicted_depth [B, H, W]` in meters at the input's size; `domain_logits [B, 2]` for ZoeD-NK, else None;
+    `depth_std [B, H, W]` in meters when asked for (`with_uncertainty=True`), else None."""
 
     predicted_depth: jax.Array
     domain_logits: jax.Array | None = None
+    depth_std: jax.Array | None = None
 
 
 def select_domain(depths: jax.Array, domain_logits: jax.Array, routing: str) -> jax.Array:
@@ -49,6 +51,10 @@ class ZoeDepthForDepthEstimation(nn.Module):
     Intermediates (backbone stages, neck maps, relative depth, bin centres) are sown into the
     `"intermediates"` collection: `model.apply(variables, x, mutable=["intermediates"])`.
 
+    Uncertainty: `model.apply(variables, x, with_uncertainty=True)` also returns `depth_std`, the standard deviation
+    of depth under each pixel's final bin distribution (the log-binomial probabilities over the last attractor
+    stage's bin centres, whose mean is the depth). A separate program: the default forward computes none of it.
+
     Training mode: `model.apply(variables, x, deterministic=False, rngs={"dropout": key})` runs the dropout and
     drop-path rates of the BEiT config (`hidden_dropout_prob`, `attention_probs_dropout_prob`, `drop_path_rate`)
     and, for ZoeD-NK, the router's fixed dropout of 0.1, where torch's `model.train()` runs them. With all rates
@@ -60,7 +66,9 @@ class ZoeDepthForDepthEstimation(nn.Module):
     routing: str = "per_image"
 
     @nn.compact
-    def __call__(self, pixel_values: jax.Array, deterministic: bool = True) -> ZoeDepthOutput:
+    def __call__(
+        self, pixel_values: jax.Array, deterministic: bool = True, with_uncertainty: bool = False
+    ) -> ZoeDepthOutput:
         if self.routing not in ROUTINGS:
             raise ConfigError(f"routing = {self.routing!r}: expected one of {ROUTINGS}")
         if jnp.dtype(self.dtype) not in [jnp.dtype(d) for d in COMPUTE_DTYPES.values()]:
@@ -71,12 +79,15 @@ class ZoeDepthForDepthEstimation(nn.Module):
         grid = (pixel_values.shape[1] // patch, pixel_values.shape[2] // patch)
         fused, bottleneck = Neck(config, self.dtype, name="neck")(hidden_states, grid)
         relative_depth, relative_features = RelativeDepthHead(config, self.dtype, name="relative_head")(fused)
-        depths, domain_logits = MetricHead(config, name="metric_head")(
+        depths, domain_logits = MetricHead(config, with_uncertainty, name="metric_head")(
             relative_features, relative_depth, bottleneck, fused, deterministic
         )
+        depths, stds = depths if with_uncertainty else (depths, None)  # each [num_domains, B, H, W]
         if domain_logits is None:
-            return ZoeDepthOutput(predicted_depth=depths[0])
-        return ZoeDepthOutput(select_domain(depths, domain_logits, self.routing), domain_logits)
+            return ZoeDepthOutput(depths[0], None, None if stds is None else stds[0])
+        chosen = select_domain(depths, domain_logits, self.routing)
+        chosen_std = None if stds is None else select_domain(stds, domain_logits, self.routing)
+        return ZoeDepthOutput(chosen, domain_logits, chosen_std)
 
 
 def apply_with_intermediates(model: ZoeDepthForDepthEstimation, variables, pixel_values):
