@@ -3,10 +3,11 @@
     zoedepth-jax predict photo.jpg holiday_photos/ --out depth_out
     zoedepth-jax convert Intel/zoedepth-nyu-kitti ./zoedepth-nyu-kitti-flax
     zoedepth-jax eval nyu_test/ --dataset nyu --model Intel/zoedepth-nyu
+    zoedepth-jax export zoedepth-nk.onnx --format onnx
 
 Each command parses its options and calls the library: `inference.folders` (predict), `weights.loading.convert`
-(convert), `inference.export` (export), `evaluation.folders` (eval). Errors the library raises on purpose
-(`ZoeDepthError`) are printed as one line and give exit status 2.
+(convert), `inference.export` and `inference.onnx_export` (export), `evaluation.folders` (eval). Errors the
+library raises on purpose (`ZoeDepthError`) are printed as one line and give exit status 2.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from pathlib import Path
 from zoedepth_jax.errors import ZoeDepthError
 from zoedepth_jax.evaluation import folders as evaluation
 from zoedepth_jax.evaluation.metrics import CROPS
+from zoedepth_jax.files import refuse_to_overwrite
 from zoedepth_jax.geometry.camera import DEFAULT_FOV_DEGREES, parse_intrinsics
 from zoedepth_jax.geometry.points import EDGE_THRESHOLD
 from zoedepth_jax.inference import folders
 from zoedepth_jax.inference.estimator import DEFAULT_MODEL, DepthEstimator
+from zoedepth_jax.inference.export import export_model, save_exported
+from zoedepth_jax.inference.onnx_export import export_onnx
 from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES, ROUTINGS
+from zoedepth_jax.weights.loading import convert, from_pretrained
 
 DEFAULT_OUT = "depth_out"
 
@@ -33,7 +38,7 @@ in meters.
 
   zoedepth-jax predict photo.jpg --out depth_out        depth maps for images and folders
   zoedepth-jax convert Intel/zoedepth-nyu ./nyu-flax   a checkpoint as a folder that loads without torch
-  zoedepth-jax export model.jaxexport                   the forward pass as a serialized StableHLO artifact
+  zoedepth-jax export model.jaxexport                   the forward pass as StableHLO (or --format onnx)
   zoedepth-jax eval nyu_test/ --dataset nyu             depth metrics against ground truth (folder of pairs)
 
 Run `zoedepth-jax COMMAND --help` for the options of each command."""
@@ -337,8 +342,6 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from zoedepth_jax.weights.loading import convert
-
     done = convert(
         args.src,
         args.out,
@@ -355,11 +358,6 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from zoedepth_jax.files import refuse_to_overwrite
-    from zoedepth_jax.inference.export import export_model, save_exported
-    from zoedepth_jax.inference.onnx_export import export_onnx
-    from zoedepth_jax.weights.loading import from_pretrained
-
     if args.format == "onnx" and args.batch_size is not None:
         raise ZoeDepthError("--batch-size applies to --format jax; an ONNX graph takes any batch size")
     if args.format == "jax" and args.opset is not None:
