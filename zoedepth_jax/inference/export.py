@@ -29,6 +29,14 @@ from zoedepth_jax.modeling.layers import traced_forms
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 
 
+def check_input_size(model: ZoeDepthForDepthEstimation, height: int, width: int) -> None:
+    """A ConfigError unless `height` and `width` are positive multiples of the model's patch size: an exported
+    program is traced for one input size."""
+    patch = model.config.backbone_config.patch_size
+    if height <= 0 or width <= 0 or height % patch or width % patch:
+        raise ConfigError(f"height and width must be positive multiples of the patch size {patch}: {height}x{width}")
+
+
 def export_model(
     model: ZoeDepthForDepthEstimation,
     variables: dict,
@@ -44,9 +52,7 @@ def export_model(
     The forms tuned for XLA:CPU (`modeling.layers.cpu_forms`) are traced when every target platform is the CPU,
     the plain ones otherwise, so an artifact exported on a CPU host for ("cuda",) carries the GPU forms.
     """
-    patch = model.config.backbone_config.patch_size
-    if height <= 0 or width <= 0 or height % patch or width % patch:
-        raise ConfigError(f"height and width must be positive multiples of the patch size {patch}: {height}x{width}")
+    check_input_size(model, height, width)
     if batch_size is not None:
         check_batch_size(batch_size)  # None: symbolic, any batch
 

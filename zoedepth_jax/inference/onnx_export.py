@@ -22,8 +22,9 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-from zoedepth_jax.errors import ArgumentError, ConfigError, ZoeDepthError
+from zoedepth_jax.errors import ArgumentError, ZoeDepthError
 from zoedepth_jax.files import refuse_to_overwrite, write_atomically
+from zoedepth_jax.inference.export import check_input_size
 from zoedepth_jax.modeling.layers import traced_forms
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 
@@ -65,9 +66,7 @@ def export_onnx(
     DEFAULT_OPSET.
     """
     path = Path(path)
-    patch = model.config.backbone_config.patch_size
-    if height <= 0 or width <= 0 or height % patch or width % patch:
-        raise ConfigError(f"height and width must be positive multiples of the patch size {patch}: {height}x{width}")
+    check_input_size(model, height, width)
     if model.routing != "per_image":
         raise ArgumentError(
             f"routing={model.routing!r} picks one head for the whole batch, so an image's depth would depend on the "
