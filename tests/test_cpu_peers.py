@@ -24,8 +24,8 @@ import cpu_peers  # noqa: E402
 
 pytestmark = pytest.mark.bench
 BENCH_EXTRA = "needs the bench extra: pip install -e '.[bench]'"
-# The peer runtimes of the quick run: OpenVINO, ONNX Runtime, and the ONNX exporters' packages.
-PEER_MODULES = ("openvino", "onnxruntime", "onnx", "onnxscript")
+# The peer runtimes of the quick run: OpenVINO, ONNX Runtime, and the ONNX exporters' packages (torch's and ours).
+PEER_MODULES = ("openvino", "onnxruntime", "onnx", "onnxscript", "jax2onnx")
 
 # Written out rather than imported from the script: a configuration it silently dropped must fail here.
 QUICK_CONFIGS = [
@@ -36,8 +36,14 @@ QUICK_CONFIGS = [
     "openvino_default",
     "openvino_f32",
     "onnxruntime",
+    "onnxruntime_jax2onnx",
 ]
-FP32_MAX_ERROR = {"jax_fp32": FP32_RELATIVE, "onnxruntime": FP32_RELATIVE, "openvino_f32": OPENVINO_F32_DEPTH_RELATIVE}
+FP32_MAX_ERROR = {
+    "jax_fp32": FP32_RELATIVE,
+    "onnxruntime": FP32_RELATIVE,
+    "onnxruntime_jax2onnx": FP32_RELATIVE,
+    "openvino_f32": OPENVINO_F32_DEPTH_RELATIVE,
+}
 BF16_CONFIGS = ["jax_bf16", "torch_eager_bf16", "openvino_default"]
 
 

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 import reference
+from hub_cache import lay_out_hub_cache
 from safetensors.numpy import load_file, save_file
 
 from zoedepth_jax import CheckpointError, ConfigError, ZoeDepthConfig, from_pretrained, save_pretrained
@@ -163,20 +164,6 @@ def test_pytorch_bin_is_read_safely(nk_folder, tmp_path):
     with pytest.raises(CheckpointError, match="could not be read safely"):
         from_pretrained(folder)
     assert not marker.exists()
-
-
-def lay_out_hub_cache(cache: Path, repo_id: str, snapshot: Path) -> None:
-    """The folder layout huggingface_hub keeps: blobs, a snapshot of symlinks, and refs/main."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    (repo / "blobs").mkdir()
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    for i, file in enumerate(sorted(snapshot.iterdir())):
-        blob = repo / "blobs" / f"{i:040x}"
-        shutil.copy(file, blob)
-        (repo / "snapshots" / commit / file.name).symlink_to(os.path.relpath(blob, repo / "snapshots" / commit))
 
 
 def test_hub_id_resolves_offline_from_the_cache(nk_folder, tmp_path):

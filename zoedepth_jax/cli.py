@@ -4,10 +4,11 @@
     zoedepth-jax convert Intel/zoedepth-nyu-kitti ./zoedepth-nyu-kitti-flax
     zoedepth-jax eval nyu_test/ --dataset nyu --model Intel/zoedepth-nyu
     zoedepth-jax export zoedepth-nk.onnx --format onnx
+    zoedepth-jax selfcheck
 
 Each command parses its options and calls the library: `inference.folders` (predict), `weights.loading.convert`
-(convert), `inference.export` and `inference.onnx_export` (export), `evaluation.folders` (eval). Errors the
-library raises on purpose (`ZoeDepthError`) are printed as one line and give exit status 2.
+(convert), `inference.export` and `inference.onnx_export` (export), `evaluation.folders` (eval), `selfcheck`
+(selfcheck). Errors the library raises on purpose (`ZoeDepthError`) are printed as one line and give exit status 2.
 """
 
 from __future__ import annotations
@@ -27,7 +28,19 @@ from zoedepth_jax.inference import folders
 from zoedepth_jax.inference.estimator import DEFAULT_MODEL, DepthEstimator
 from zoedepth_jax.inference.export import export_model, save_exported
 from zoedepth_jax.inference.onnx_export import export_onnx
+from zoedepth_jax.inference.precision import measure_precision
 from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES, ROUTINGS
+from zoedepth_jax.selfcheck import (
+    DEFAULT_MODELS,
+    EXAMPLE_MODEL,
+    EXAMPLE_PICTURES,
+    exit_status,
+    selfcheck,
+    verdict_table,
+)
+from zoedepth_jax.selfcheck.checks import EXIT_FAILED, EXIT_INCOMPLETE
+from zoedepth_jax.selfcheck.expected import FIXTURE_FOLDER
+from zoedepth_jax.selfcheck.images import EXAMPLE_PHOTO
 from zoedepth_jax.weights.loading import convert, from_pretrained
 
 DEFAULT_OUT = "depth_out"
@@ -40,6 +53,7 @@ in meters.
   zoedepth-jax convert Intel/zoedepth-nyu ./nyu-flax   a checkpoint as a folder that loads without torch
   zoedepth-jax export model.jaxexport                   the forward pass as StableHLO (or --format onnx)
   zoedepth-jax eval nyu_test/ --dataset nyu             depth metrics against ground truth (folder of pairs)
+  zoedepth-jax selfcheck                                the released checkpoints against transformers, here
 
 Run `zoedepth-jax COMMAND --help` for the options of each command."""
 
@@ -104,10 +118,12 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=tuple(COMPUTE_DTYPES),
+        choices=(*COMPUTE_DTYPES, "auto"),
         default="float32",
-        help="compute type of the backbone and neck: float32 (default, exact) or bfloat16 (faster on GPU/TPU, "
-        "slightly less accurate); weights stay float32",
+        help="compute type of the backbone and neck: float32 (default, exact), bfloat16 (depth within ~0.4%% at "
+        "the median; faster on GPU/TPU and on some CPUs, slower on others), or auto: the faster of the two on "
+        "this machine, by timing a few matmuls of the model's shapes first (it says which it picked); weights "
+        "stay float32",
     )
     parser.add_argument(
         "--keep-aspect-ratio",
@@ -134,11 +150,16 @@ def _positive_int(text: str) -> int:
 
 def _estimator_from_args(args: argparse.Namespace) -> DepthEstimator:
     """The `DepthEstimator` that the options of `_add_estimator_options` describe."""
+    dtype = args.dtype
+    if dtype == "auto":
+        timing = measure_precision()
+        dtype = timing.fastest
+        print(f"--dtype auto: {timing.describe()}", file=sys.stderr)
     return DepthEstimator(
         args.model,
         flip=args.flip,
         batch_size=args.batch_size,
-        dtype=COMPUTE_DTYPES[args.dtype],
+        dtype=COMPUTE_DTYPES[dtype],
         routing=args.routing,
         keep_aspect_ratio=args.keep_aspect_ratio,
         uncertainty=getattr(args, "uncertainty", False),
@@ -154,6 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_convert_parser(commands)
     _add_export_parser(commands)
     _add_eval_parser(commands)
+    _add_selfcheck_parser(commands)
     return parser
 
 
@@ -446,8 +468,72 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+_SELFCHECK_DESCRIPTION = f"""\
+Checks this package against transformers on the released checkpoints, on this machine, and prints a verdict
+table. For each --model (default: {", ".join(DEFAULT_MODELS)}; hub ids are taken from the hub cache or
+downloaded, folders as they are):
+
+  depth vs transformers   zoedepth-jax and transformers on the same pixel values, for the example photo and the
+                          two COCO photos of transformers' ZoeDepth integration tests: depth within 1e-4 per pixel
+                          (fp32). Needs transformers and torch (pip install 'zoedepth-jax[bench]').
+  expected values         for Intel/zoedepth-nyu and Intel/zoedepth-nyu-kitti, the values transformers' own
+                          integration tests assert, computed by zoedepth-jax alone (zoedepth_jax/selfcheck/expected.py
+                          quotes them with their source).
+  precision               which of float32 and bfloat16 is faster here (what --dtype auto picks).
+
+The COCO photos are read from --fixtures (e.g. a transformers checkout's {FIXTURE_FOLDER}), or downloaded once
+from transformers' repository. Exit status: 0 every check passed; {EXIT_FAILED} a check failed;
+{EXIT_INCOMPLETE} nothing failed but some checks could not run (offline and not cached, transformers missing, ...):
+the table says which and why."""
+
+
+def _add_selfcheck_parser(commands) -> None:
+    check = _add_command(
+        commands,
+        "selfcheck",
+        help="verdict on the released checkpoints: zoedepth-jax against transformers and its expected values",
+        description=_SELFCHECK_DESCRIPTION,
+    )
+    check.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="ID_OR_DIR",
+        help="a hub id or checkpoint folder to check (repeatable; default: the three released checkpoints)",
+    )
+    check.add_argument("--fixtures", type=Path, metavar="DIR", help="folder holding the two COCO test photos")
+    check.add_argument(
+        "--example-image", type=Path, default=EXAMPLE_PHOTO, metavar="PATH", help="the example photo to check on"
+    )
+    check.add_argument("--cache-dir", metavar="DIR", help="hub cache folder (default: the hub library's)")
+    check.add_argument(
+        "--write-example",
+        nargs="?",
+        type=Path,
+        const=EXAMPLE_PHOTO.parent,
+        metavar="DIR",
+        help=f"also write the README's pictures ({', '.join(EXAMPLE_PICTURES)}) from {EXAMPLE_MODEL} into DIR "
+        f"(default: {EXAMPLE_PHOTO.parent}), replacing them, once that model's checks have passed",
+    )
+    check.set_defaults(func=_selfcheck)
+
+
+def _selfcheck(args: argparse.Namespace) -> int:
+    rows = selfcheck(
+        args.models or DEFAULT_MODELS,
+        fixtures=args.fixtures,
+        example_photo=args.example_image,
+        cache_dir=args.cache_dir,
+        write_example=args.write_example,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    print(verdict_table(rows))
+    return exit_status(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (0 ok, 1 some images failed, 2 error)."""
+    """Runs the command line; returns the exit status (0 ok, 1 some images failed, 2 error; selfcheck has a third
+    outcome, `EXIT_INCOMPLETE`)."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:

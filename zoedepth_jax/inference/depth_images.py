@@ -7,7 +7,7 @@ Pure numpy + PIL (no torch, no matplotlib). Depth maps are float32 meters; the 1
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # A 5-stop magma-like palette (dark purple-black to pale yellow), interpolated linearly in RGB.
 _PALETTE_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -44,6 +44,24 @@ def colorize_uncertainty(depth_std_m: np.ndarray) -> Image.Image:
     """An RGB picture of a depth_std map: uncertain is bright, certain dark, in the palette of `colorize`
     (normalised between the 2nd and 98th percentiles; non-finite values drawn as certain)."""
     return _in_palette(_between_percentiles(depth_std_m))
+
+
+CAPTION_HEIGHT = 40  # pixels under a side-by-side picture, for its labels and caption
+
+
+def depth_and_uncertainty_picture(depth_m: np.ndarray, depth_std_m: np.ndarray, caption: str) -> Image.Image:
+    """[depth preview | uncertainty map] side by side (`colorize`, `colorize_uncertainty`), labelled, with
+    `caption` under them: the README's example picture."""
+    depth, uncertainty = colorize(depth_m), colorize_uncertainty(depth_std_m)
+    width, height = depth.size
+    canvas = Image.new("RGB", (2 * width, height + CAPTION_HEIGHT), "white")
+    canvas.paste(depth, (0, 0))
+    canvas.paste(uncertainty, (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, height + 8), "depth (near = bright)", fill="black")
+    draw.text((width + 8, height + 8), "depth std (uncertain = bright)", fill="black")
+    draw.text((8, height + 22), caption, fill=(160, 0, 0))
+    return canvas
 
 
 def depth_preview(depth: np.ndarray) -> Image.Image:
