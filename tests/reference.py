@@ -81,9 +81,9 @@ def redraw(model: HFZoeDepth, seed: int) -> None:
     for name, p in model.named_parameters():
         if name in fan_in:
             p.copy_(normal(p.shape, 1.3 / math.sqrt(fan_in[name])))
-        elif name.endswith(("relative_position_bias_table", "cls_token")):
+        elif name.endswith(("relative_position_bias_table", "cls_token", "position_embeddings", "mask_token")):
             p.copy_(normal(p.shape, 1.0))
-        elif "lambda_" in name:
+        elif "lambda_" in name or name.endswith("lambda1"):
             p.copy_(normal(p.shape, 0.2, mean=0.5))
         elif "norm" in name and name.endswith("weight"):
             p.copy_(normal(p.shape, 0.2, mean=1.0))
@@ -455,3 +455,168 @@ def build_original(
     }
     torch.save({"model": state, "optimizer": None, "epoch": 5}, path)
     return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DINOv2 (tests/test_dinov2.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+# DINOv2 ViT-L/14 pretrained at 518: the backbone of Depth Anything V2 Large (and of Depth Anything V1's metric
+# ZoeDepth models).
+FULL_DINOV2 = dict(
+    image_size=518, patch_size=14, num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, mlp_ratio=4
+)
+
+
+def dinov2_config(full: bool = False, **changes):
+    """transformers' Dinov2Config for the tiny preset (zoedepth_jax.config.TINY_DINOV2) or ViT-L/14."""
+    from transformers import Dinov2Config as HFDinov2Config
+
+    from zoedepth_jax.config import TINY_DINOV2
+
+    values = dict(FULL_DINOV2) if full else {k: v for k, v in TINY_DINOV2.items() if k != "out_indices"}
+    values["layerscale_value"] = 1.0
+    return HFDinov2Config(**{**values, **changes})
+
+
+def build_dinov2(folder: Path, seed: int = 0, full: bool = False, **changes):
+    """A transformers `Dinov2Model`, re-drawn and saved with `save_pretrained`; returned in eval mode."""
+    from transformers import Dinov2Model
+
+    torch.manual_seed(seed)
+    model = Dinov2Model(dinov2_config(full, **changes)).eval()
+    redraw(model, seed)
+    model.save_pretrained(folder)
+    return model
+
+
+@torch.no_grad()
+def run_dinov2(model, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
+    """`last_hidden_state` and `hidden_state_{i}` (0: the embeddings, i: the output of layer i) of a Dinov2Model."""
+    out = model(torch.from_numpy(images_nchw), output_hidden_states=True)
+    result = {"last_hidden_state": out.last_hidden_state.numpy()}
+    for i, hidden in enumerate(out.hidden_states):
+        result[f"hidden_state_{i}"] = hidden.numpy()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Depth Anything (tests/test_depth_anything.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+# Depth Anything V2 Large: DINOv2 ViT-L/14 at 518, features of layers 5, 12, 18, 24, the released neck and head.
+FULL_DEPTH_ANYTHING = dict(
+    reassemble_hidden_size=1024, neck_hidden_sizes=[256, 512, 1024, 1024], fusion_hidden_size=256, head_hidden_size=32
+)
+DEPTH_ANYTHING_KINDS = {
+    "relative": dict(depth_estimation_type="relative"),
+    "metric": dict(depth_estimation_type="metric", max_depth=20),
+}
+
+
+def depth_anything_config(kind: str, full: bool = False):
+    """transformers' DepthAnythingConfig: the tiny preset (zoedepth_jax.config.TINY_DEPTH_ANYTHING) or V2 Large,
+    relative or metric (max_depth 20, as the indoor metric models)."""
+    from transformers import DepthAnythingConfig as HFDepthAnythingConfig
+
+    from zoedepth_jax.config import TINY_DEPTH_ANYTHING, TINY_DINOV2
+
+    if full:
+        backbone = dinov2_config(full=True, out_indices=[5, 12, 18, 24], reshape_hidden_states=False)
+        head = FULL_DEPTH_ANYTHING
+    else:
+        backbone = dinov2_config(out_indices=list(TINY_DINOV2["out_indices"]), reshape_hidden_states=False)
+        head = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY_DEPTH_ANYTHING.items()}
+    return HFDepthAnythingConfig(backbone_config=backbone, **head, **DEPTH_ANYTHING_KINDS[kind])
+
+
+def build_depth_anything(kind: str, folder: Path, seed: int = 0, full: bool = False):
+    """A transformers `DepthAnythingForDepthEstimation`, re-drawn and saved with `save_pretrained` (eval mode)."""
+    from transformers import DepthAnythingForDepthEstimation
+
+    torch.manual_seed(seed)
+    model = DepthAnythingForDepthEstimation(depth_anything_config(kind, full)).eval()
+    redraw(model, seed)
+    calibrate_depth_anything_head(model)
+    model.save_pretrained(folder)
+    return model
+
+
+@torch.no_grad()
+def calibrate_depth_anything_head(model) -> None:
+    """Rescales the head's last convolution so that its output, before the ReLU or sigmoid, has a mean and spread
+    that keep the depth varied: re-drawn weights leave it at tens of units, so the ReLU zeroes most pixels and the
+    sigmoid saturates (a metric depth of 0 or max_depth nearly everywhere), which a wrong implementation could
+    match. Target, on a calibration image: mean 2 and std 1.5 (relative: ~9 pixels in 10 positive), mean 0 and std
+    1.5 (metric: sigmoid mostly in 0.05..0.95)."""
+    conv3 = model.head.conv3
+    captured = {}
+    hook = conv3.register_forward_hook(lambda m, i, o: captured.__setitem__("z", o))
+    try:
+        model(torch.from_numpy(test_images(1, 70, 98, seed=0)))
+    finally:
+        hook.remove()
+    z = captured["z"]
+    target_mean = 2.0 if model.config.depth_estimation_type == "relative" else 0.0
+    scale = 1.5 / float(z.std())
+    conv3.weight *= scale
+    conv3.bias.copy_(conv3.bias * scale + (target_mean - scale * float(z.mean())))
+
+
+@torch.no_grad()
+def run_depth_anything(model, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
+    """transformers' predicted_depth and intermediates under zoedepth-jax's names: `backbone_stage{i}` (the
+    layernormed backbone outputs the neck reads) and `neck_fusion_{i}` (maps in NHWC)."""
+    captured: dict[str, object] = {}
+    hooks = [
+        model.backbone.register_forward_hook(lambda m, i, o: captured.__setitem__("backbone", o)),
+        model.neck.register_forward_hook(lambda m, i, o: captured.__setitem__("neck", o)),
+    ]
+    try:
+        out = model(torch.from_numpy(images_nchw))
+    finally:
+        for h in hooks:
+            h.remove()
+    result = {"predicted_depth": out.predicted_depth.numpy()}
+    stages = model.config.backbone_config.out_indices
+    for stage, feature_map in zip(stages, captured["backbone"].feature_maps, strict=True):
+        result[f"backbone_stage{stage}"] = feature_map.numpy()
+    for i, fused in enumerate(captured["neck"]):
+        result[f"neck_fusion_{i}"] = fused.permute(0, 2, 3, 1).numpy()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ZoeDepth on a DINOv2 backbone (tests/test_dinov2.py), as transformers builds it from a Dinov2Config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_zoedepth_dinov2(folder: Path, seed: int = 0) -> HFZoeDepth:
+    """The tiny ZoeDepth (one softplus head) on the tiny DINOv2, re-drawn and saved with `save_pretrained`."""
+    from zoedepth_jax.config import TINY_DINOV2
+
+    backbone = dinov2_config(out_indices=list(TINY_DINOV2["out_indices"]), reshape_hidden_states=False)
+    config = HFZoeDepthConfig(
+        backbone_config=backbone, backbone_hidden_size=backbone.hidden_size, **TINY_HEAD, **VARIANTS["nyu"]
+    )
+    torch.manual_seed(seed)
+    model = HFZoeDepth(config).eval()
+    redraw(model, seed)
+    model.save_pretrained(folder)
+    return model
+
+
+@torch.no_grad()
+def run_reference_on_dinov2(model: HFZoeDepth, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
+    """`run_reference` for ZoeDepth on DINOv2, whose neck reads the backbone's layernormed feature maps: those are
+    the `backbone_stage{i}` entries (not the raw hidden states)."""
+    captured: dict[str, object] = {}
+    hook = model.backbone.register_forward_hook(lambda m, i, o: captured.__setitem__("backbone", o))
+    try:
+        result = run_reference(model, images_nchw)
+    finally:
+        hook.remove()
+    stages = model.config.backbone_config.out_indices
+    for stage, feature_map in zip(stages, captured["backbone"].feature_maps, strict=True):
+        result[f"backbone_stage{stage}"] = feature_map.numpy()
+    return result

@@ -1,6 +1,6 @@
 """zoedepth-jax: ZoeDepth metric monocular depth in JAX/Flax, numerically identical to transformers."""
 
-from zoedepth_jax.config import BeitConfig, BinConfiguration, ZoeDepthConfig
+from zoedepth_jax.config import BeitConfig, BinConfiguration, DepthAnythingConfig, Dinov2Config, ZoeDepthConfig
 from zoedepth_jax.errors import (
     ArgumentError,
     CheckpointError,
@@ -13,6 +13,7 @@ from zoedepth_jax.geometry.points import depth_to_points
 from zoedepth_jax.inference.estimator import DepthEstimator, pipeline
 from zoedepth_jax.inference.images import load_image
 from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
+from zoedepth_jax.modeling.depth_anything import DepthAnythingForDepthEstimation, DepthAnythingOutput
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation, ZoeDepthOutput, apply_with_intermediates
 from zoedepth_jax.weights.loading import from_pretrained, save_pretrained
 
@@ -22,7 +23,11 @@ __all__ = [
     "BinConfiguration",
     "CheckpointError",
     "ConfigError",
+    "DepthAnythingConfig",
+    "DepthAnythingForDepthEstimation",
+    "DepthAnythingOutput",
     "DepthEstimator",
+    "Dinov2Config",
     "ImageError",
     "OutputExistsError",
     "ZoeDepthConfig",

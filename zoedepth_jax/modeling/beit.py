@@ -76,10 +76,12 @@ def query_chunks(batch) -> int:
 
 def attention_step(query, key, value, bias, dropout_rate=0.0, dropout_key=None):
     """softmax(q k^T / sqrt(d) + bias) v for `query [B, heads, Nq, d]`, `key`/`value [B, heads, Nk, d]` and
-    `bias [heads, Nq, Nk]`: scores and softmax in fp32 (as transformers), weights and context in the inputs'
-    dtype with fp32 accumulation; dropout on the weights when `dropout_rate > 0` (training)."""
+    `bias [heads, Nq, Nk]` (or None: no bias): scores and softmax in fp32 (as transformers), weights and context in
+    the inputs' dtype with fp32 accumulation; dropout on the weights when `dropout_rate > 0` (training)."""
     scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
-    scores = scores * query.shape[-1] ** -0.5 + bias[None]
+    scores = scores * query.shape[-1] ** -0.5
+    if bias is not None:
+        scores = scores + bias[None]
     weights = jax.nn.softmax(scores, axis=-1).astype(query.dtype)
     if dropout_rate > 0:
         keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)

@@ -1,15 +1,22 @@
-"""DPT neck (reassemble + fusion) and the relative-depth head, as transformers' ZoeDepth builds them.
+"""DPT neck (reassemble + fusion) and the depth head, as transformers' ZoeDepth and Depth Anything build them.
 
-Reference: transformers `models/zoedepth/modeling_zoedepth.py` (`ZoeDepthNeck`, `ZoeDepthRelativeDepthEstimationHead`).
+The two models share these modules and differ only in configuration (`config.NeckConfig`, the head's fields):
+ZoeDepth projects the CLS token into every map and upsamples 2x in each fusion layer; Depth Anything drops the
+CLS token and upsamples each fusion layer to the size of the next map. ZoeDepth's head ends in ReLU at twice the
+finest map's size; Depth Anything's at the input size, in ReLU or sigmoid times a maximum depth.
+
+Reference: transformers `models/zoedepth/modeling_zoedepth.py` (`ZoeDepthNeck`, `ZoeDepthRelativeDepthEstimationHead`)
+and `models/depth_anything/modeling_depth_anything.py` (`DepthAnythingNeck`, `DepthAnythingDepthEstimationHead`).
 All feature maps are NHWC.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from zoedepth_jax.config import ZoeDepthConfig
+from zoedepth_jax.config import NeckConfig
 from zoedepth_jax.modeling.layers import Dtype, UpsampleConvTranspose, conv, dense, gelu
 from zoedepth_jax.ops import resize_bilinear
 
@@ -45,13 +52,13 @@ class ReassembleLayer(nn.Module):
 
 
 class ReassembleStage(nn.Module):
-    config: ZoeDepthConfig
+    config: NeckConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, hidden_states, grid):  # list of [B, 1+N, D] -> list of [B, h_i, w_i, C_i]
         config = self.config
-        width = config.backbone_config.hidden_size
+        width = config.hidden_size
         out = []
         for i, (hidden, channels, factor) in enumerate(
             zip(hidden_states, config.neck_hidden_sizes, config.reassemble_factors, strict=True)
@@ -86,29 +93,32 @@ class FeatureFusionLayer(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, residual=None):  # -> twice the spatial size of x
+    def __call__(self, x, residual=None, size=None):  # -> `size`, or twice the spatial size of x
         if residual is not None:
             if residual.shape != x.shape:  # odd patch grids: the strided branch rounds up
                 residual = resize_bilinear(residual, x.shape[1:3], align_corners=False)
             x = x + PreActResidualLayer(self.features, self.bias, self.dtype, name="residual_layer1")(residual)
         x = PreActResidualLayer(self.features, self.bias, self.dtype, name="residual_layer2")(x)
-        x = resize_bilinear(x, (2 * x.shape[1], 2 * x.shape[2]), align_corners=True)
+        x = resize_bilinear(x, size or (2 * x.shape[1], 2 * x.shape[2]), align_corners=True)
         return conv(self.features, 1, "projection", self.dtype)(x)
 
 
 class FeatureFusionStage(nn.Module):
-    config: ZoeDepthConfig
+    config: NeckConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, features):  # coarsest last -> fused maps, coarsest first
         config = self.config
         fused, x = [], None
-        for i, feature in enumerate(features[::-1]):
+        coarsest_first = features[::-1]
+        for i, feature in enumerate(coarsest_first):
             layer = FeatureFusionLayer(
                 config.fusion_hidden_size, config.fusion_residual_bias, self.dtype, name=f"layers_{i}"
             )
-            x = layer(feature) if x is None else layer(x, feature)
+            last = i == len(coarsest_first) - 1
+            size = None if last or not config.upsample_to_next_map else coarsest_first[i + 1].shape[1:3]
+            x = layer(feature, size=size) if x is None else layer(x, feature, size=size)
             fused.append(x)
         return fused
 
@@ -117,7 +127,7 @@ class Neck(nn.Module):
     """Returns the fused maps (1/16 .. 1/2 of the input size for the released factors) and the bottleneck
     (the projected coarsest map, 1/32), which feeds the metric head."""
 
-    config: ZoeDepthConfig
+    config: NeckConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -135,19 +145,29 @@ class Neck(nn.Module):
         return fused, features[-1]
 
 
-class RelativeDepthHead(nn.Module):
-    """conv3x3 (C/2) -> 2x bilinear -> conv3x3 + ReLU (features) -> conv1x1 + ReLU (relative depth)."""
+class DepthHead(nn.Module):
+    """conv3x3 (C/2) -> bilinear resize (align_corners=True) -> conv3x3 + ReLU (features) -> conv1x1 -> output.
 
-    config: ZoeDepthConfig
+    The resize doubles the map (ZoeDepth's relative head) or goes to the `size` given (Depth Anything: the input
+    size). The output is ReLU (`activation="relu"`) or sigmoid (`"sigmoid"`, in fp32), times `max_depth` when set.
+    Returns `depth [B, H, W]` and the features `[B, H, W, hidden_size]`.
+    """
+
+    fusion_hidden_size: int
+    hidden_size: int  # channels of the features (ZoeDepth's num_relative_features, Depth Anything's head_hidden_size)
+    head_in_index: int = -1
+    activation: str = "relu"
+    max_depth: float | None = None
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, fused):  # -> relative depth [B, H, W], features [B, H, W, num_relative_features]
-        config = self.config
-        x = fused[config.head_in_index]
-        x = conv(config.fusion_hidden_size // 2, 3, "conv1", self.dtype, padding=1)(x)
-        x = resize_bilinear(x, (2 * x.shape[1], 2 * x.shape[2]), align_corners=True)
-        features = nn.relu(conv(config.num_relative_features, 3, "conv2", self.dtype, padding=1)(x))
-        relative_depth = nn.relu(conv(1, 1, "conv3", self.dtype)(features))[..., 0]
-        self.sow("intermediates", "relative_depth", relative_depth)
-        return relative_depth, features
+    def __call__(self, fused, size=None):
+        x = fused[self.head_in_index]
+        x = conv(self.fusion_hidden_size // 2, 3, "conv1", self.dtype, padding=1)(x)
+        x = resize_bilinear(x, size or (2 * x.shape[1], 2 * x.shape[2]), align_corners=True)
+        features = nn.relu(conv(self.hidden_size, 3, "conv2", self.dtype, padding=1)(x))
+        depth = conv(1, 1, "conv3", self.dtype)(features)[..., 0]
+        depth = jax.nn.sigmoid(depth.astype(jnp.float32)) if self.activation == "sigmoid" else nn.relu(depth)
+        if self.max_depth is not None:
+            depth = depth * jnp.asarray(self.max_depth, depth.dtype)
+        return depth, features

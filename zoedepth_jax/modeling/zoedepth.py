@@ -7,10 +7,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoedepth_jax.config import ZoeDepthConfig
+from zoedepth_jax.config import Dinov2Config, ZoeDepthConfig
 from zoedepth_jax.errors import ConfigError
 from zoedepth_jax.modeling.beit import BeitBackbone
-from zoedepth_jax.modeling.dpt import Neck, RelativeDepthHead
+from zoedepth_jax.modeling.dinov2 import Dinov2Model
+from zoedepth_jax.modeling.dpt import DepthHead, Neck
 from zoedepth_jax.modeling.layers import Dtype
 from zoedepth_jax.modeling.metric_head import MetricHead
 
@@ -75,10 +76,18 @@ class ZoeDepthForDepthEstimation(nn.Module):
             raise ConfigError(f"dtype = {self.dtype!r}: expected one of {', '.join(COMPUTE_DTYPES)}")
         config = self.config
         patch = config.backbone_config.patch_size
-        hidden_states = BeitBackbone(config.backbone_config, self.dtype, name="backbone")(pixel_values, deterministic)
+        hidden_states = self._backbone(pixel_values, deterministic)
         grid = (pixel_values.shape[1] // patch, pixel_values.shape[2] // patch)
-        fused, bottleneck = Neck(config, self.dtype, name="neck")(hidden_states, grid)
-        relative_depth, relative_features = RelativeDepthHead(config, self.dtype, name="relative_head")(fused)
+        fused, bottleneck = Neck(config.neck, self.dtype, name="neck")(hidden_states, grid)
+        relative_head = DepthHead(
+            config.fusion_hidden_size,
+            config.num_relative_features,
+            config.head_in_index,
+            dtype=self.dtype,
+            name="relative_head",
+        )
+        relative_depth, relative_features = relative_head(fused)
+        self.sow("intermediates", "relative_depth", relative_depth)
         depths, domain_logits = MetricHead(config, with_uncertainty, name="metric_head")(
             relative_features, relative_depth, bottleneck, fused, deterministic
         )
@@ -88,6 +97,23 @@ class ZoeDepthForDepthEstimation(nn.Module):
         chosen = select_domain(depths, domain_logits, self.routing)
         chosen_std = None if stds is None else select_domain(stds, domain_logits, self.routing)
         return ZoeDepthOutput(chosen, domain_logits, chosen_std)
+
+    def _backbone(self, pixel_values, deterministic: bool) -> list[jax.Array]:
+        """The token sequences `[B, 1+N, D]` the neck reads: BEiT's layer outputs, or DINOv2's through its final
+        layernorm (transformers' `Dinov2Backbone` with `apply_layernorm`), sown as `backbone_stage{i}`."""
+        backbone = self.config.backbone_config
+        if not isinstance(backbone, Dinov2Config):
+            return BeitBackbone(backbone, self.dtype, name="backbone")(pixel_values, deterministic)
+        rates = (backbone.drop_path_rate, backbone.hidden_dropout_prob, backbone.attention_probs_dropout_prob)
+        if not deterministic and any(rates):
+            raise ConfigError(
+                "backbone_config: the DINOv2 backbone runs without dropout and drop-path; set their rates to 0 "
+                "to train with it"
+            )
+        stages = list(Dinov2Model(backbone, self.dtype, name="backbone")(pixel_values).feature_maps)
+        for i, stage in zip(backbone.out_indices, stages, strict=True):
+            self.sow("intermediates", f"backbone_stage{i}", stage)
+        return stages
 
 
 def apply_with_intermediates(model: ZoeDepthForDepthEstimation, variables, pixel_values):

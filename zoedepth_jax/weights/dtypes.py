@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
+from zoedepth_jax.modeling.models import DepthModel
 
 
 def _used_only_as(jaxpr, dtype) -> list[bool]:
@@ -39,7 +39,7 @@ def _used_only_as(jaxpr, dtype) -> list[bool]:
     ]
 
 
-def parameter_dtypes(model: ZoeDepthForDepthEstimation, params) -> dict:
+def parameter_dtypes(model: DepthModel, params) -> dict:
     """The dtype each parameter is best stored in for `model`: `model.dtype` where every use of it is a conversion
     to that dtype, else fp32. `params`: the params tree (arrays or `jax.ShapeDtypeStruct`s; only shapes are read).
     """
@@ -55,7 +55,7 @@ def parameter_dtypes(model: ZoeDepthForDepthEstimation, params) -> dict:
     return jax.tree_util.tree_unflatten(treedef, dtypes)
 
 
-def cast_to_compute_dtype(model: ZoeDepthForDepthEstimation, variables: dict) -> dict:
+def cast_to_compute_dtype(model: DepthModel, variables: dict) -> dict:
     """`variables` with every fp32 parameter that `model` only uses in `model.dtype` stored in that dtype.
 
     Returns `variables` unchanged for an fp32 model. The model's outputs are bit-identical either way.

@@ -29,10 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax.config import ZoeDepthConfig
+from zoedepth_jax.config import ZoeDepthConfig, config_from_json_file
 from zoedepth_jax.errors import CheckpointError, ConfigError, ZoeDepthError
 from zoedepth_jax.files import refuse_to_overwrite, write_atomically
-from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
+from zoedepth_jax.modeling.models import DepthModel, model_for
 from zoedepth_jax.weights import hf_names, original_config, original_names, readers, trees
 from zoedepth_jax.weights.dtypes import parameter_dtypes
 from zoedepth_jax.weights.resolve import (
@@ -58,12 +58,15 @@ def from_pretrained(
     variant: str | None = None,
     config: ZoeDepthConfig | str | os.PathLike | None = None,
     kitti_max_depth_80: bool = False,
-) -> tuple[ZoeDepthForDepthEstimation, dict]:
+) -> tuple[DepthModel, dict]:
     """Loads a checkpoint: returns `(model, variables)` for `model.apply(variables, pixel_values)`.
 
     `path_or_hub_id`: a folder in Hugging Face layout, a folder written by `save_pretrained`, a hub id such
     as "Intel/zoedepth-nyu-kitti", or an original isl-org checkpoint file such as `ZoeD_M12_NK.pt` (needs torch;
-    read with weights_only=True). `dtype` is the compute dtype of the backbone, neck and relative head.
+    read with weights_only=True). The `model_type` of config.json chooses the model: "zoedepth"
+    (`ZoeDepthForDepthEstimation`) or "depth_anything" (`DepthAnythingForDepthEstimation`, e.g.
+    "depth-anything/Depth-Anything-V2-Small-hf"). `dtype` is the compute dtype of the backbone, neck and
+    relative head. `routing` applies to ZoeD-NK only.
     Parameters are fp32, except that with a bf16 `dtype` those the model only uses in that dtype are
     stored in it (`dtypes.parameter_dtypes`: identical outputs, half the memory). Train from an fp32 load.
 
@@ -78,8 +81,10 @@ def from_pretrained(
     source = resolve(path_or_hub_id, revision, cache_dir)
     config, tensors, naming = _read(source, variant, config)
     if kitti_max_depth_80:
+        if not isinstance(config, ZoeDepthConfig):
+            raise ConfigError(f"kitti_max_depth_80 applies to ZoeDepth's KITTI head; {source} is not a ZoeDepth model")
         config = original_config.with_kitti_max_depth_80(config)
-    model = ZoeDepthForDepthEstimation(config, dtype=dtype, routing=routing)
+    model = model_for(config, dtype=dtype, routing=routing)
     shapes = trees.param_shapes(config)
     params = _map_names(tensors, naming, config, shapes, str(source))
     del tensors  # the params tree now holds the only references to the memory-mapped tensors
@@ -104,7 +109,7 @@ def _read(
         raise ConfigError(f"variant= and config= apply to original .pt files; {source} is a checkpoint folder")
     if not (source / CONFIG_NAME).is_file():
         raise CheckpointError(f"{source} has no {CONFIG_NAME}")
-    config = ZoeDepthConfig.from_json_file(source / CONFIG_NAME)
+    config = config_from_json_file(source / CONFIG_NAME)
     path = first_weight_file(source)
     if path.name != FLAX_WEIGHTS_NAME:
         return config, readers.read_transformers_weights(path), TRANSFORMERS
@@ -139,7 +144,7 @@ def _place(tree: dict, dtypes: Mapping) -> dict:
 
 
 def save_pretrained(
-    directory: str | os.PathLike, model: ZoeDepthForDepthEstimation, variables: Mapping, overwrite: bool = False
+    directory: str | os.PathLike, model: DepthModel, variables: Mapping, overwrite: bool = False
 ) -> Path:
     """Writes `config.json` and `flax_model.safetensors` (Flax names, fp32), each atomically.
 
@@ -184,8 +189,10 @@ def convert(
     """Converts a checkpoint (hub id, folder or original `.pt`) into a Flax-native folder at `out`.
 
     The folder holds `config.json`, `flax_model.safetensors` and, when the source has one, a copy of its
-    `preprocessor_config.json`; it loads with `from_pretrained` without torch. Existing files are refused before
-    the (slow) load unless `overwrite`. `progress`, if given, is called with a line before each step.
+    `preprocessor_config.json` (for ZoeDepth, checked first to hold settings its processor runs; for Depth Anything,
+    whose processor is transformers' DPT one, copied as it is); it loads with `from_pretrained` without torch.
+    Existing files are refused before the (slow) load unless `overwrite`. `progress`, if given, is called with a
+    line before each step.
     """
     start = time.perf_counter()
     report = progress or (lambda line: None)
@@ -198,9 +205,10 @@ def convert(
     model, variables = from_pretrained(folder, variant=variant, kitti_max_depth_80=kitti_max_depth_80)
     processor_config = folder / PREPROCESSOR_CONFIG_NAME if folder.is_dir() else None
     if processor_config is not None and processor_config.is_file():
-        from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
+        if isinstance(model.config, ZoeDepthConfig):
+            from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
 
-        ZoeDepthImageProcessor.from_json_file(processor_config)  # refuse to pass on settings we cannot run
+            ZoeDepthImageProcessor.from_json_file(processor_config)  # refuse to pass on settings we cannot run
     else:
         processor_config = None
     report(f"[3/3] writing {out}")

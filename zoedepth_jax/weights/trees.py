@@ -10,17 +10,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax.config import ZoeDepthConfig
+from zoedepth_jax.config import DepthAnythingConfig, ZoeDepthConfig
 from zoedepth_jax.errors import CheckpointError
-from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
+from zoedepth_jax.modeling.models import model_for
 
 
 @functools.lru_cache(maxsize=16)
-def param_shapes(config: ZoeDepthConfig) -> dict:
+def param_shapes(config: ZoeDepthConfig | DepthAnythingConfig) -> dict:
     """The params tree of a config as `jax.ShapeDtypeStruct`s (traced once per config; callers only read it).
     The compute dtype and routing change no parameter, so the config alone decides it."""
     side = 4 * config.backbone_config.patch_size
-    model = ZoeDepthForDepthEstimation(config)
+    model = model_for(config)
     return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))["params"]
 
 

@@ -1,0 +1,223 @@
+"""Depth Anything (V2, relative and metric) against transformers' `DepthAnythingForDepthEstimation`, loaded through
+`from_pretrained` from the files `save_pretrained` wrote: depth, backbone stages and neck maps."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import huggingface_hub
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from tolerances import FP32_RELATIVE, depth_relative_error, relative_error
+
+from zoedepth_jax import (
+    CheckpointError,
+    ConfigError,
+    DepthAnythingConfig,
+    DepthAnythingForDepthEstimation,
+    apply_with_intermediates,
+    from_pretrained,
+    save_pretrained,
+)
+from zoedepth_jax.errors import ConfigWarning
+
+# Patch grids 5x7 (the strided reassemble layer rounds up: 3x4), 9x7 (taller than wide) and 4x6. The other tests
+# run at 2x70x98, whose programs the parity tests have compiled already.
+CASES = [("relative", (70, 98)), ("relative", (126, 98)), ("metric", (70, 98)), ("metric", (56, 84))]
+KINDS = ["relative", "metric"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """(transformers model, folder) per kind, built once for the module."""
+    built = {}
+    for seed, kind in enumerate(KINDS):
+        folder = tmp_path_factory.mktemp(kind)
+        built[kind] = (reference.build_depth_anything(kind, folder, seed=seed), folder)
+    return built
+
+
+def nhwc(images):
+    return jnp.asarray(images.transpose(0, 2, 3, 1))
+
+
+@functools.cache
+def compiled(config: DepthAnythingConfig):
+    """One jitted forward with intermediates per config (each load builds a new module of an equal config)."""
+    model = DepthAnythingForDepthEstimation(config)
+    return jax.jit(lambda variables, x: apply_with_intermediates(model, variables, x))
+
+
+def run_ours(model, variables, images) -> dict:
+    output, intermediates = compiled(model.config)(variables, nhwc(images))
+    return dict(intermediates, predicted_depth=output.predicted_depth)
+
+
+def depth(model, variables, images) -> np.ndarray:
+    return np.asarray(run_ours(model, variables, images)["predicted_depth"])
+
+
+def assert_matches(ours: dict, expected: dict, kind: str):
+    """Every tensor transformers produced agrees; the reference is not degenerate."""
+    for image in expected["predicted_depth"]:
+        assert image.std() / image.mean() > 0.2, f"degenerate reference depth (std/mean {image.std() / image.mean()})"
+        assert (image > 0).mean() > 0.5, "the reference depth is zero on most pixels"
+    errors = {}
+    for name, value in expected.items():
+        assert name in ours, f"zoedepth-jax does not produce {name}"
+        assert np.std(value) > 1e-3, f"degenerate reference {name}"
+        errors[name] = relative_error(ours[name], value)
+    if kind == "metric":  # positive everywhere: held per pixel, the stricter measure
+        errors["predicted_depth"] = depth_relative_error(ours["predicted_depth"], expected["predicted_depth"])
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= FP32_RELATIVE, f"{worst} differs by {errors[worst]:.2e} (all: {errors})"
+
+
+@pytest.mark.parametrize("kind, size", CASES, ids=[f"{k}-{h}x{w}" for k, (h, w) in CASES])
+def test_matches_transformers(checkpoints, kind, size):
+    hf_model, folder = checkpoints[kind]
+    images = reference.test_images(2, *size, seed=size[0] + size[1])
+    model, variables = from_pretrained(folder)
+    assert isinstance(model, DepthAnythingForDepthEstimation)
+    assert model.config.depth_estimation_type == kind
+    expected = reference.run_depth_anything(hf_model, images)
+    assert_matches(run_ours(model, variables, images), expected, kind)
+    if kind == "metric":
+        depth = expected["predicted_depth"]
+        assert depth.max() <= 20 and depth.max() > 10, "metric depth spans its range up to max_depth = 20"
+
+
+def test_perturbing_one_weight_breaks_parity(checkpoints):
+    """The parity check can fail: one entry of the backbone's position-embedding table changed by 1% is caught
+    (one weight of a tiny neck convolution changed by 1% moves depth by ~8e-5 per pixel, just below the bound)."""
+    hf_model, folder = checkpoints["metric"]
+    images = reference.test_images(2, 70, 98, seed=11)
+    expected = reference.run_depth_anything(hf_model, images)
+    model, variables = from_pretrained(folder)
+    embeddings = variables["params"]["backbone"]["embeddings"]
+    embeddings["position_embeddings"] = embeddings["position_embeddings"].at[0, 7, 5].multiply(1.01)
+    with pytest.raises(AssertionError, match="differs by"):
+        assert_matches(run_ours(model, variables, images), expected, "metric")
+
+
+def lay_out_hub_cache(cache: Path, repo_id: str, snapshot: Path) -> None:
+    """huggingface_hub's cache layout for `repo_id`: blobs, a snapshot of symlinks to them, refs/main."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    for i, file in enumerate(sorted(snapshot.iterdir())):
+        blob = repo / "blobs" / f"{i:040x}"
+        shutil.copy(file, blob)
+        link = repo / "snapshots" / commit / file.name
+        link.symlink_to(os.path.relpath(blob, link.parent))
+
+
+def test_hub_id_loads_offline_from_the_cache(checkpoints, tmp_path, monkeypatch):
+    """A hub id in the hub cache loads with the hub offline (HF_HUB_OFFLINE), as the model a user downloaded;
+    one that is not in the cache is a CheckpointError naming it."""
+    _, folder = checkpoints["relative"]
+    cache = tmp_path / "hub"
+    lay_out_hub_cache(cache, "depth-anything/Depth-Anything-V2-Small-hf", folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model, variables = from_pretrained("depth-anything/Depth-Anything-V2-Small-hf", cache_dir=str(cache))
+    direct_model, direct = from_pretrained(folder)
+    images = reference.test_images(2, 70, 98, seed=2)
+    np.testing.assert_array_equal(depth(model, variables, images), depth(direct_model, direct, images))
+    with pytest.raises(CheckpointError, match="Depth-Anything-V2-Base-hf"):
+        from_pretrained("depth-anything/Depth-Anything-V2-Base-hf", cache_dir=str(cache))
+
+
+def test_save_pretrained_round_trip(checkpoints, tmp_path):
+    _, folder = checkpoints["metric"]
+    model, variables = from_pretrained(folder)
+    out = save_pretrained(tmp_path / "flax", model, variables)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "flax_model.safetensors"]
+    reloaded, reloaded_variables = from_pretrained(out)
+    assert reloaded.config == model.config and isinstance(reloaded, DepthAnythingForDepthEstimation)
+    images = reference.test_images(2, 70, 98, seed=4)
+    np.testing.assert_array_equal(depth(reloaded, reloaded_variables, images), depth(model, variables, images))
+
+
+def test_config_round_trips_and_transformers_reads_it(checkpoints):
+    from transformers import DepthAnythingConfig as HFDepthAnythingConfig
+
+    _, folder = checkpoints["metric"]
+    raw = json.loads((folder / "config.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)  # every field transformers writes is known
+        config = DepthAnythingConfig.from_dict(raw)
+    assert config.max_depth == 20 and config.backbone_config.out_indices == (1, 2, 3, 4)
+    written = json.loads(config.to_json_string())
+    assert DepthAnythingConfig.from_dict(written) == config
+    hf_config = HFDepthAnythingConfig.from_dict(written)
+    assert hf_config.depth_estimation_type == "metric" and hf_config.max_depth == 20
+    assert hf_config.backbone_config.out_indices == [1, 2, 3, 4]
+    assert not hf_config.backbone_config.reshape_hidden_states
+
+
+def test_checkpoint_and_config_errors_name_the_problem(checkpoints, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    _, folder = checkpoints["relative"]
+    raw = json.loads((folder / "config.json").read_text())
+    for edit, field in [
+        ({"depth_estimation_type": "disparity"}, "depth_estimation_type"),
+        ({"backbone_config": dict(raw["backbone_config"], reshape_hidden_states=True)}, "reshape_hidden_states"),
+        ({"backbone_config": dict(raw["backbone_config"], use_swiglu_ffn=True)}, "use_swiglu_ffn"),
+        ({"backbone_config": dict(raw["backbone_config"], model_type="beit")}, "model_type"),
+        ({"reassemble_hidden_size": 64}, "reassemble_hidden_size"),
+        ({"neck_hidden_sizes": [16, 32, 48]}, "neck_hidden_sizes"),
+    ]:
+        with pytest.raises(ConfigError, match=field):
+            DepthAnythingConfig.from_dict(dict(raw, **edit))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps(dict(raw, model_type="dpt")))
+    save_file(load_file(folder / "model.safetensors"), bad / "model.safetensors")
+    with pytest.raises(ConfigError, match="model_type = 'dpt'"):
+        from_pretrained(bad)
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["head.conv2.bias"]
+    tensors["neck.reassemble_stage.layers.2.resize.weight"] = np.zeros((48, 48, 3, 3), np.float32)
+    (bad / "config.json").write_text(json.dumps(raw))
+    save_file(tensors, bad / "model.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        from_pretrained(bad)
+    message = str(info.value)
+    assert "neck.reassemble_stage.layers.2.resize.weight" in message and "head/conv2/bias" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_full_size_v2_large_matches_transformers(tmp_path, kind):
+    """Depth Anything V2 Large's architecture (ViT-L/14, neck 256/512/1024/1024) at 518x392."""
+    hf_model = reference.build_depth_anything(kind, tmp_path, seed=5, full=True)
+    images = reference.test_images(1, 518, 392, seed=6)
+    model, variables = from_pretrained(tmp_path)
+    assert_matches(run_ours(model, variables, images), reference.run_depth_anything(hf_model, images), kind)
+
+
+def test_convert_copies_the_processor_settings(checkpoints, tmp_path):
+    """`convert` of a Depth Anything folder keeps its (DPT) preprocessor_config.json as it is."""
+    from zoedepth_jax.weights.loading import convert
+
+    _, folder = checkpoints["relative"]
+    source = tmp_path / "source"
+    shutil.copytree(folder, source)
+    settings = {"image_processor_type": "DPTImageProcessor", "size": {"height": 518, "width": 518}}
+    (source / "preprocessor_config.json").write_text(json.dumps(settings))
+    conversion = convert(source, tmp_path / "out")
+    assert json.loads((conversion.out / "preprocessor_config.json").read_text()) == settings
+    model, _ = from_pretrained(conversion.out)
+    assert isinstance(model, DepthAnythingForDepthEstimation)
