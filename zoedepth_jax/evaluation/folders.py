@@ -1,8 +1,9 @@
 """Evaluation on a folder of images with ground-truth depth: the `zoedepth-jax eval` command's work.
 
-Folder layout (searched recursively): every image `<name>.<ext>` (jpg, png, ...) with its ground truth beside it
-as `<name>_depth.png`, a 16-bit greyscale PNG holding depth x `depth_scale` (0 = no depth). KITTI's ground truth
-uses 256 per meter; NYU-v2 exports and `zoedepth-jax predict` use millimetres (1000 per meter).
+Folder layout (searched recursively; `pairs` holds the rules, which fine-tuning reads its data by too): every
+image `<name>.<ext>` (jpg, png, ...) with its ground truth beside it as `<name>_depth.png`, a 16-bit greyscale PNG
+holding depth x `depth_scale` (0 = no depth). KITTI's ground truth uses 256 per meter; NYU-v2 exports and
+`zoedepth-jax predict` use millimetres (1000 per meter).
 
 Per image, as the original's `evaluate.py` with its flip augmentation: the `DepthEstimator` predicts depth at the
 image's size, averaged with the prediction for the mirrored image; `metrics.compute_metrics` resizes it to the
@@ -19,15 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from zoedepth_jax.domains import DEPTH_RANGES
 from zoedepth_jax.errors import ArgumentError, ImageError
 from zoedepth_jax.evaluation.metrics import METRIC_NAMES, average_metrics, compute_metrics
+from zoedepth_jax.evaluation.pairs import DEPTH_SUFFIX as DEPTH_SUFFIX  # the pair rules, shared with training
+from zoedepth_jax.evaluation.pairs import find_pairs as find_pairs
+from zoedepth_jax.evaluation.pairs import read_depth_png
 from zoedepth_jax.inference.estimator import DepthEstimator, PreparedImage
-from zoedepth_jax.inference.folders import IMAGE_SUFFIXES
 
-DEPTH_SUFFIX = "_depth.png"
 CHUNK_IMAGES = 16  # images loaded and predicted at a time: memory stays flat for folders of any size
 
 
@@ -59,37 +60,6 @@ class ImageResult:
     image: Path
     metrics: dict[str, float] | None  # None: no valid ground-truth pixel in the crop and range
     error: str | None = None  # the image or its ground truth could not be read
-
-
-def find_pairs(folder: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(image, ground truth) pairs in `folder` (recursively, sorted), and the images that have no ground truth."""
-    images = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(DEPTH_SUFFIX)
-    )
-    pairs, unpaired = [], []
-    for image in images:
-        depth = image.with_name(image.stem + DEPTH_SUFFIX)
-        if depth.is_file():
-            pairs.append((image, depth))
-        else:
-            unpaired.append(image)
-    return pairs, unpaired
-
-
-def read_depth_png(path: Path, depth_scale: float) -> np.ndarray:
-    """A 16-bit greyscale PNG as float32 meters `[H, W]` (value / depth_scale; 0 stays 0, i.e. no depth)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            values = np.asarray(image)
-    except (OSError, ValueError) as e:
-        raise ImageError(f"{path}: cannot read the ground truth: {e}") from None
-    if mode not in ("I;16", "I;16B", "I") or values.ndim != 2:
-        raise ImageError(f"{path}: ground truth must be a 16-bit greyscale PNG, got mode {mode}")
-    return (values.astype(np.float64) / depth_scale).astype(np.float32)
 
 
 def evaluate_pairs(

@@ -12,6 +12,7 @@ evaluated in fp32 (torch: float64, ~1e-7 relative), and past `total_steps` the l
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import jax
@@ -45,8 +46,11 @@ def parameter_group(path: tuple[str, ...]) -> str:
 
 
 def parameter_labels(params: Mapping) -> dict:
-    """A tree shaped like `params` holding each leaf's group name."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: parameter_group(tuple(k.key for k in path)), params)
+    """A tree shaped like `params` holding each leaf's group name. `params` may also be an NNX state of the
+    parameters (`training.nnx`), whose leaves sit inside `nnx.Param`s: only the dictionary keys name a group."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: parameter_group(tuple(k.key for k in path if hasattr(k, "key"))), params
+    )
 
 
 def group_learning_rates(config: TrainConfig) -> dict[str, float]:
@@ -107,12 +111,15 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+@functools.lru_cache(maxsize=16)
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """Gradient clipping over all parameters, then per group AdamW (decoupled weight decay on every parameter,
     as torch's AdamW) with the group's one-cycle learning rate and the cycled beta1.
 
     Each group's hyper-parameters are injected (`optax.inject_hyperparams`), so the optimizer state records the
-    learning rate and beta1 that the last step used. Groups follow `parameter_group`.
+    learning rate and beta1 that the last step used. Groups follow `parameter_group`. The same config gives the
+    same (stateless) object: a train state is a static part of a jitted step's signature, so a run resumed in
+    the same process reuses the compiled step.
     """
     rates = group_learning_rates(config)
     adamw = optax.inject_hyperparams(optax.adamw)
