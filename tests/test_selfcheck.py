@@ -108,6 +108,15 @@ def test_offline_without_the_models_says_what_was_not_checked(tmp_path, offline,
         assert "not checked" in row and "offline" in row
 
 
+def test_a_depth_anything_checkpoint_is_not_checked_as_zoedepth(tmp_path, offline, capsys):
+    folder = tmp_path / "depth-anything"
+    reference.build_depth_anything("relative", folder)
+    status, table = run(capsys, "--model", str(folder), "--fixtures", str(tmp_path))
+    assert status == checks.EXIT_INCOMPLETE, table
+    row = next(line for line in table.splitlines() if line.startswith("load"))
+    assert "not checked" in row and "DepthAnythingForDepthEstimation" in row
+
+
 def transformers_corners(model, photos, expected: Expected) -> tuple:
     """What transformers' own processor, model and post-processing give for `expected`'s test on `photos`:
     (corners, raw shape or None)."""
