@@ -3,28 +3,46 @@
     python examples/finetune_synthetic.py                      # a tiny random model: about a minute on a CPU
     python examples/finetune_synthetic.py --model ./zoedepth-nyu --height 384 --width 512 --batch-size 2
 
+With --write-data DIR it writes the scenes as files instead, in the layout `zoedepth-jax finetune` and `eval`
+read (DIR/train and DIR/val: `<k>.png` with `<k>_depth.png`, millimetres), and the tiny model as a checkpoint
+folder (DIR/tiny-model, its processor making HEIGHTxWIDTH inputs), then stops:
+
+    python examples/finetune_synthetic.py --write-data scenes
+    zoedepth-jax finetune scenes/train --val scenes/val --model scenes/tiny-model --out runs/tiny \\
+        --steps 200 --batch-size 4 --lr 1e-3
+    zoedepth-jax predict scenes/val/0.png --model runs/tiny/final
+
 Each scene is a floor receding to a horizon with a few upright boxes in front of it; the picture's brightness
 falls with distance and each surface has its own tint and texture, so depth can be learned from the pixels.
 The script shows the pieces of `zoedepth_jax.training`: a `TrainConfig` (the original recipe, here with a
 higher learning rate for a model that starts from random weights), the jitted `train_step`, `jax.vmap` for a
-per-image loss on held-out scenes, the evaluation metrics, and an atomic train-state checkpoint.
+per-image loss on held-out scenes, the evaluation metrics, and an Orbax train-state checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
-from zoedepth_jax import BinConfiguration, ZoeDepthForDepthEstimation, from_pretrained
+from zoedepth_jax import (
+    BinConfiguration,
+    ZoeDepthForDepthEstimation,
+    ZoeDepthImageProcessor,
+    from_pretrained,
+    save_pretrained,
+)
 from zoedepth_jax.config import tiny_config
 from zoedepth_jax.domains import DEPTH_RANGES
 from zoedepth_jax.evaluation.metrics import average_metrics, compute_metrics
-from zoedepth_jax.training.checkpoint import save_train_state
+from zoedepth_jax.training.checkpoint import TrainCheckpoints
 from zoedepth_jax.training.config import TrainConfig
 from zoedepth_jax.training.losses import silog_loss
 from zoedepth_jax.training.step import create_train_state, make_train_step
@@ -74,6 +92,23 @@ def tiny_model() -> tuple[ZoeDepthForDepthEstimation, dict]:
     return model, {"params": variables["params"]}
 
 
+def write_data(folder: Path, height: int, width: int, train: int = 64, val: int = 8) -> None:
+    """Scenes as image and 16-bit millimetre depth PNGs (`train` in folder/train, `val` in folder/val) and the
+    tiny model with a processor for height x width images in folder/tiny-model."""
+    for split, count, seed in (("train", train, 0), ("val", val, 1)):
+        (folder / split).mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        for k in range(count):
+            image, depth = scene(rng, height, width)
+            Image.fromarray(np.rint((image + 1) * 127.5).astype(np.uint8)).save(folder / split / f"{k}.png")
+            Image.fromarray(np.rint(depth * 1000).astype(np.uint16)).save(folder / split / f"{k}_depth.png")
+    model, variables = tiny_model()
+    save_pretrained(folder / "tiny-model", model, variables, overwrite=True)
+    processor = ZoeDepthImageProcessor(size=(height, width))
+    (folder / "tiny-model" / "preprocessor_config.json").write_text(json.dumps(processor.to_dict(), indent=2))
+    print(f"{train} training and {val} validation scenes, and a tiny model, written to {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint to fine-tune (default: a tiny random model)")
@@ -83,8 +118,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-3 from scratch, else 1.61e-4")
     parser.add_argument("--bfloat16", action="store_true", help="compute in bfloat16 (parameters stay fp32)")
-    parser.add_argument("--out", help="write the final train state here (safetensors)")
+    parser.add_argument("--out", help="write the final train state here (an Orbax checkpoint folder)")
+    parser.add_argument("--write-data", type=Path, metavar="DIR", help="write scenes and the tiny model, then stop")
     args = parser.parse_args()
+    if args.write_data:
+        write_data(args.write_data, args.height, args.width)
+        return
 
     model, variables = from_pretrained(args.model) if args.model else tiny_model()
     learning_rate = args.learning_rate or (1.61e-4 if args.model else 1e-3)
@@ -129,7 +168,8 @@ def main() -> None:
         if step % max(args.steps // 10, 1) == 0 or step == args.steps:
             report(step, time.perf_counter() - start, float(metrics["loss"]))
     if args.out:
-        save_train_state(args.out, state, {"model_config": model.config.to_json_string()})
+        with TrainCheckpoints(args.out) as checkpoints:  # an Orbax checkpoint; the save finishes on close
+            checkpoints.save(args.steps, state, meta={"model_config": model.config.to_dict()})
         print(f"train state written to {args.out}")
 
 

@@ -5,10 +5,12 @@
     zoedepth-jax eval nyu_test/ --dataset nyu --model Intel/zoedepth-nyu
     zoedepth-jax export zoedepth-nk.onnx --format onnx
     zoedepth-jax selfcheck
+    zoedepth-jax finetune my_photos/ --val my_val/ --model Intel/zoedepth-nyu --out runs/kitchen
 
 Each command parses its options and calls the library: `inference.folders` (predict), `weights.loading.convert`
 (convert), `inference.export` and `inference.onnx_export` (export), `evaluation.folders` (eval), `selfcheck`
-(selfcheck). Errors the library raises on purpose (`ZoeDepthError`) are printed as one line and give exit status 2.
+(selfcheck), `training.finetune` (finetune). Errors the library raises on purpose (`ZoeDepthError`) are printed
+as one line and give exit status 2.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ in meters.
   zoedepth-jax export model.jaxexport                   the forward pass as StableHLO (or --format onnx)
   zoedepth-jax eval nyu_test/ --dataset nyu             depth metrics against ground truth (folder of pairs)
   zoedepth-jax selfcheck                                the released checkpoints against transformers, here
+  zoedepth-jax finetune photos/ --out runs/mine         fine-tune on images with depth PNGs (a folder of pairs)
 
 Run `zoedepth-jax COMMAND --help` for the options of each command."""
 
@@ -176,6 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_export_parser(commands)
     _add_eval_parser(commands)
     _add_selfcheck_parser(commands)
+    _add_finetune_parser(commands)
     return parser
 
 
@@ -529,6 +533,107 @@ def _selfcheck(args: argparse.Namespace) -> int:
     )
     print(verdict_table(rows))
     return exit_status(rows)
+
+
+_FINETUNE_DESCRIPTION = """\
+Fine-tunes a model on TRAIN: a folder of images <name>.jpg/.png/... with their depth <name>_depth.png beside
+them (16-bit PNGs of depth x --depth-scale, 0 = no depth), as `eval` reads them, or a text file of
+"IMAGE DEPTH" lines (paths relative to the file). Every file is checked before anything runs.
+
+Training follows the original ZoeDepth recipe (AdamW, one-cycle schedule over --steps, the original
+augmentations: flip, rotation, colour; --crop adds a random crop, needed when the images differ in size).
+RUN_DIR receives metrics.jsonl (losses per step, validation metrics), Orbax checkpoints (checkpoints/), the best
+weights by validation abs_rel (best/) and, at the end, the fine-tuned model (final/), which
+`zoedepth-jax predict --model RUN_DIR/final` loads. Running the same command again on a RUN_DIR with a
+checkpoint resumes it, with the result an uninterrupted run gives; SIGTERM saves a checkpoint and stops.
+Needs the train extra: pip install 'zoedepth-jax[train]'."""
+
+
+def _add_finetune_parser(commands) -> None:
+    tune = _add_command(
+        commands,
+        "finetune",
+        help="fine-tune on your images with depth (a folder of pairs or a list file); resumable",
+        description=_FINETUNE_DESCRIPTION,
+    )
+    tune.add_argument("train", metavar="TRAIN", help="folder of images with <name>_depth.png, or a list file")
+    tune.add_argument("--out", required=True, metavar="RUN_DIR", help="the run's folder (resumed if it has one)")
+    tune.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR", help="hub id, folder or original .pt")
+    tune.add_argument("--val", metavar="VAL", help="validation pairs (folder or list file); none by default")
+    tune.add_argument("--steps", type=_positive_int, default=1000, help="optimizer steps, the schedule's length")
+    tune.add_argument("--batch-size", type=_positive_int, default=16, metavar="N", help="images per step (16)")
+    tune.add_argument("--lr", type=float, metavar="LR", help="peak learning rate of the head (default: the recipe's)")
+    tune.add_argument("--dtype", choices=tuple(COMPUTE_DTYPES), default="float32", help="compute dtype")
+    tune.add_argument("--seed", type=int, default=0, help="data order, augmentations and dropout (default 0)")
+    tune.add_argument("--dataset", choices=("nyu", "kitti"), default="nyu", help="presets, as eval's (nyu)")
+    tune.add_argument("--depth-scale", type=float, metavar="S", help="depth PNG value per meter")
+    tune.add_argument("--domain", choices=("nyu", "kitti"), help="for nyu-kitti models: the data's domain")
+    tune.add_argument("--crop", type=_height_by_width, metavar="HxW", help="random crop, e.g. 480x640")
+    tune.add_argument("--rotate", type=float, default=1.0, metavar="DEG", help="random rotation up to DEG (1)")
+    tune.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    tune.add_argument("--no-color", action="store_true", help="no random gamma, brightness and colour")
+    tune.add_argument("--eval-every", type=_positive_int, metavar="N", help="validate every N steps (steps/4)")
+    tune.add_argument("--save-every", type=_positive_int, metavar="N", help="checkpoint every N steps (steps/4)")
+    tune.add_argument("--stop-after", type=_positive_int, metavar="K", help="end after step K with a checkpoint")
+    tune.add_argument("--keep", type=_positive_int, default=3, metavar="N", help="checkpoints to keep (3)")
+    tune.add_argument("--workers", type=int, default=0, metavar="N", help="data worker processes (0)")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = tune.add_argument_group("multi-host", "as for predict: every process runs the same command")
+    cluster.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize first")
+    cluster.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
+    cluster.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    cluster.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
+    tune.set_defaults(func=_finetune)
+
+
+def _height_by_width(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 480x640, got {text!r}") from None
+    return height, width
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    try:
+        from zoedepth_jax.training.data import Augmentation
+        from zoedepth_jax.training.finetune import finetune
+    except ImportError as e:
+        raise ZoeDepthError(f"finetune needs the train extra (pip install 'zoedepth-jax[train]'): {e}") from None
+    if args.distributed:
+        _initialize_distributed(args)
+    augmentation = Augmentation.for_dataset(
+        args.dataset, flip=not args.no_flip, rotate_degrees=args.rotate, crop=args.crop, color=not args.no_color
+    )
+    result = finetune(
+        args.model,
+        args.train,
+        args.out,
+        val=args.val,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        dtype=args.dtype,
+        seed=args.seed,
+        dataset=args.dataset,
+        depth_scale=args.depth_scale,
+        domain=args.domain,
+        augmentation=augmentation,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        stop_after=args.stop_after,
+        keep=args.keep,
+        worker_count=args.workers,
+        progress=not args.no_progress,
+    )
+    if result.best_validation is not None:
+        best = result.best_validation
+        print(f"best validation: step {best['step']}, abs_rel {best['abs_rel']:.4f}, delta1 {best['delta1']:.4f}")
+    if result.stopped:
+        print(f"stopped after step {result.step} with a checkpoint in {result.run_dir}; run again to resume")
+    else:
+        print(f"finished {result.step} steps; fine-tuned model in {result.final} (predict --model {result.final})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,6 +122,11 @@ class DepthEstimator:
                 raise ArgumentError("`variables` is only for a module; a checkpoint path or hub id brings its own")
             folder = resolve(model, revision, cache_dir)
             self.model, variables = from_pretrained(folder, dtype=dtype or jnp.float32, routing=routing or "per_image")
+            if not isinstance(self.model, ZoeDepthForDepthEstimation):
+                raise ArgumentError(
+                    f"{model} is a {type(self.model).__name__} checkpoint; DepthEstimator (and predict, eval) run "
+                    "ZoeDepth's processor and post-processing: load it with from_pretrained and call model.apply"
+                )
             if processor is None and (folder / PREPROCESSOR_CONFIG_NAME).is_file():
                 processor = ZoeDepthImageProcessor.from_json_file(folder / PREPROCESSOR_CONFIG_NAME)
         mesh = Mesh(np.array(self.devices), ("data",))

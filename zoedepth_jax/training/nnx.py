@@ -15,7 +15,7 @@ The module is `nnx.bridge.ToNNX` around the Linen `ZoeDepthForDepthEstimation`: 
 `apply` on the module's variables, so outputs (and gradients) are those of `model.apply(variables, ...)`, bit for
 bit under the same `jit`. Call arguments are the Linen model's (`deterministic`, `with_uncertainty`). The
 parameters sit as `nnx.Param`s under the Linen names (`module.backbone["encoder"]["layer_0"]...`); the
-parameter tree of the NNX state (`nnx.state(module, nnx.Param).to_pure_dict()`) is the Linen `params` tree, so
+parameter tree of the NNX state (`nnx.to_pure_dict(nnx.state(module, nnx.Param))`) is the Linen `params` tree, so
 optimizer states, parameter groups (`optimizer.parameter_labels`) and checkpoints carry over unchanged.
 Training mode draws dropout from the module's `nnx.Rngs` "dropout" stream (`rngs`), which advances at each call.
 """
@@ -49,4 +49,4 @@ def to_nnx(model: ZoeDepthForDepthEstimation, variables: Mapping, rngs: nnx.Rngs
 def to_linen_variables(module: nnx.bridge.ToNNX) -> dict:
     """`{"params": ...}` of an NNX module made by `to_nnx` (after training, say): what `model.apply` and
     `save_pretrained` take."""
-    return {"params": nnx.state(module, nnx.Param).to_pure_dict()}
+    return {"params": nnx.to_pure_dict(nnx.state(module, nnx.Param))}

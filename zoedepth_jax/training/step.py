@@ -21,6 +21,8 @@ See `training.config` for what of the original recipe is not carried over.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,8 +46,16 @@ class TrainState(train_state.TrainState):
 
 def create_train_state(model: ZoeDepthForDepthEstimation, variables: dict, config: TrainConfig) -> TrainState:
     """Step 0: the model's parameters and a fresh optimizer state for `config`."""
-    state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config))
+    # Equal models give equal states (a state's apply_fn and tx are static parts of a jitted step's signature),
+    # so that a run resumed in the same process reuses the compiled step.
+    state = TrainState.create(apply_fn=_shared(model).apply, params=variables["params"], tx=make_optimizer(config))
     return state.replace(step=jnp.zeros((), jnp.int32))  # an array (not Python's 0), as after a step
+
+
+@functools.lru_cache(maxsize=8)
+def _shared(model: ZoeDepthForDepthEstimation) -> ZoeDepthForDepthEstimation:
+    """The first of equal models seen: bound methods of one instance compare equal, of two equal ones not."""
+    return model
 
 
 def batch_loss(
@@ -100,11 +110,18 @@ def make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mesh
     With a `mesh` (axis "data", see `data_mesh`), the batch is split along its first axis over the mesh's
     devices and the state is replicated on each; XLA sums the gradients across devices, so a step computes what
     it computes on one device (up to summation order). The batch size must be a multiple of the mesh size. The
-    batch is a host (numpy) batch placed by this function: one process; a multi-host run would assemble global
-    arrays first, which is not implemented.
-    """
-    model = model.clone(dtype=COMPUTE_DTYPES[config.compute_dtype])
+    batch is a host (numpy) batch placed by this function. In a multi-process run the mesh spans every
+    process's devices (`data_mesh(jax.devices())`) and each process passes its own part of the global batch
+    (its share of the data, a multiple of its device count); the parts are assembled into one global batch.
 
+    Steps are cached by (model, config, mesh): building the step again for the same ones (a resumed run in the
+    same process) reuses the compiled program.
+    """
+    return _make_train_step(model.clone(dtype=COMPUTE_DTYPES[config.compute_dtype]), config, mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def _make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mesh: Mesh | None):
     def step(state, batch, rng):
         return _train_step(model, config, state, batch, rng)
 
@@ -116,13 +133,25 @@ def make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mesh
     compiled = jax.jit(
         step, in_shardings=(replicated, split, replicated), out_shardings=replicated, donate_argnums=donate
     )
-    devices = mesh.shape[DATA_AXIS]
+    local_devices = sum(device.process_index == jax.process_index() for device in mesh.devices.flat)
 
     def sharded_step(state, batch, rng):
         size = jax.tree_util.tree_leaves(batch)[0].shape[0]
-        if size % devices:
-            raise ArgumentError(f"batch size {size} is not a multiple of the {devices} devices of the mesh")
-        batch = jax.device_put(batch, split)
-        return compiled(jax.device_put(state, replicated), batch, jax.device_put(rng, replicated))
+        if size % local_devices:
+            raise ArgumentError(f"batch size {size} is not a multiple of the {local_devices} devices of the mesh")
+        batch = jax.tree_util.tree_map(lambda x: _place(x, split), batch)
+        return compiled(jax.tree_util.tree_map(lambda x: _place(x, replicated), state), batch, _place(rng, replicated))
 
     return sharded_step
+
+
+def _place(x, sharding: NamedSharding) -> jax.Array:
+    """`x` with `sharding`. In a multi-process run, a host value (or an array of this process) is this process's
+    part of the global array: the whole value for a replicated sharding, its rows for a split one."""
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+        return x
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_place(jax.random.key_data(x), sharding))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
