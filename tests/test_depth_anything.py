@@ -221,3 +221,58 @@ def test_convert_copies_the_processor_settings(checkpoints, tmp_path):
     assert json.loads((conversion.out / "preprocessor_config.json").read_text()) == settings
     model, _ = from_pretrained(conversion.out)
     assert isinstance(model, DepthAnythingForDepthEstimation)
+
+
+# The layout of the released V2 Small config.json (transformers writes a nested config as its differences from the
+# class defaults); the top level as transformers 4.x wrote it.
+RELEASED_V2_SMALL = {
+    "architectures": ["DepthAnythingForDepthEstimation"],
+    "backbone": None,
+    "backbone_config": {
+        "architectures": ["Dinov2Model"],
+        "hidden_size": 384,
+        "image_size": 518,
+        "model_type": "dinov2",
+        "num_attention_heads": 6,
+        "out_features": ["stage3", "stage6", "stage9", "stage12"],
+        "out_indices": [3, 6, 9, 12],
+        "reshape_hidden_states": False,
+        "torch_dtype": "float32",
+    },
+    "backbone_kwargs": None,
+    "fusion_hidden_size": 64,
+    "head_hidden_size": 32,
+    "head_in_index": -1,
+    "initializer_range": 0.02,
+    "model_type": "depth_anything",
+    "neck_hidden_sizes": [48, 96, 192, 384],
+    "patch_size": 14,
+    "reassemble_factors": [4, 2, 1, 0.5],
+    "reassemble_hidden_size": 384,
+    "torch_dtype": "float32",
+    "transformers_version": "4.42.0.dev0",
+    "use_pretrained_backbone": False,
+    "use_timm_backbone": False,
+}
+
+
+def test_released_config_layout_reads_as_transformers_reads_it():
+    """Fields a released config leaves out take transformers' defaults (layer count, eps, MLP width, kind)."""
+    from transformers import DepthAnythingConfig as HFDepthAnythingConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        ours = DepthAnythingConfig.from_dict(RELEASED_V2_SMALL)
+    theirs = HFDepthAnythingConfig.from_dict(RELEASED_V2_SMALL)
+    backbone, their_backbone = ours.backbone_config, theirs.backbone_config
+    assert backbone.num_hidden_layers == their_backbone.num_hidden_layers == 12
+    assert backbone.layer_norm_eps == their_backbone.layer_norm_eps
+    assert backbone.intermediate_size == int(their_backbone.hidden_size * their_backbone.mlp_ratio)
+    assert backbone.layerscale_value == their_backbone.layerscale_value
+    assert backbone.qkv_bias == their_backbone.qkv_bias and backbone.apply_layernorm == their_backbone.apply_layernorm
+    assert list(backbone.out_indices) == list(their_backbone.out_indices)
+    assert ours.depth_estimation_type == theirs.depth_estimation_type == "relative"
+    assert ours.max_depth == theirs.max_depth
+    without_backbone = {k: v for k, v in RELEASED_V2_SMALL.items() if k != "backbone_config"}
+    default = HFDepthAnythingConfig.from_dict(without_backbone).backbone_config
+    assert list(DepthAnythingConfig.from_dict(without_backbone).backbone_config.out_indices) == default.out_indices

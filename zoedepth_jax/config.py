@@ -568,9 +568,8 @@ class DepthAnythingConfig:
             if len(size) != 2 or size[0] != size[1]:
                 raise ConfigError(f"config.patch_size = {size!r}: only square patches are supported")
             values["patch_size"] = size[0]
-        if "backbone_config" not in values:
-            raise ConfigError("config.backbone_config is missing: the DINOv2 backbone's config is needed")
-        values["backbone_config"] = Dinov2Config.from_dict(values["backbone_config"])
+        if "backbone_config" in values:
+            values["backbone_config"] = Dinov2Config.from_dict(values["backbone_config"])
         for name in ("reassemble_factors", "neck_hidden_sizes"):
             if name in values:
                 values[name] = tuple(values[name])
