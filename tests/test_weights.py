@@ -75,7 +75,7 @@ def test_config_errors_name_the_field(nk_folder, tmp_path):
     for edit, field in [
         ({"bin_centers_type": "hybrid2"}, "bin_centers_type"),
         ({"hidden_act": "relu"}, "hidden_act"),
-        ({"backbone_config": dict(raw["backbone_config"], model_type="dinov2")}, "model_type"),
+        ({"backbone_config": dict(raw["backbone_config"], model_type="swin")}, "model_type"),  # no such backbone here
         ({"backbone_config": dict(raw["backbone_config"], use_absolute_position_embeddings=True)}, "use_absolute"),
     ]:
         with pytest.raises(ConfigError, match=field):

@@ -140,7 +140,7 @@ class BeitConfig:
     def from_dict(cls, raw: dict) -> BeitConfig:
         if raw.get("model_type", "beit") != "beit":
             raise ConfigError(
-                f"backbone_config.model_type = {raw.get('model_type')!r}: only the BEiT backbone is implemented"
+                f"backbone_config.model_type = {raw.get('model_type')!r}: ZoeDepth's backbones here are BEiT and DINOv2"
             )
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         extra = _split_fields(raw, known, _BEIT_REQUIRED, "backbone_config")
