@@ -84,3 +84,12 @@ def commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return head.strip() + ("+changes" if changes.strip() else "")
+
+
+def process_memory_mib() -> dict[str, float]:
+    """This process's resident memory now (VmRSS) and its peak so far (VmHWM), in MiB, from /proc/self/status."""
+    status = Path("/proc/self/status").read_text()
+    return {
+        name: int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024
+        for name, field in (("rss", "VmRSS"), ("peak", "VmHWM"))
+    }

@@ -12,6 +12,7 @@ import optax
 import pytest
 import reference
 import torch
+import torch_recipe
 from tolerances import OPTIMIZER_ABS
 
 from zoedepth_jax.config import ZoeDepthConfig
@@ -21,10 +22,8 @@ from zoedepth_jax.training.config import TrainConfig
 from zoedepth_jax.training.optimizer import (
     GROUPS,
     beta1_schedule,
-    group_learning_rates,
     learning_rate_schedule,
     make_optimizer,
-    parameter_group,
     parameter_labels,
 )
 
@@ -48,34 +47,11 @@ TOY_PARAMS = {
 }
 
 
-def _torch_optimizer(tensors: dict, config: TrainConfig):
-    """The original trainer's optimizer and scheduler (base_trainer.py), over named tensors."""
-    rates = group_learning_rates(config)
-    groups = [
-        {"params": [t for name, t in tensors.items() if parameter_group(name) == g], "lr": rates[g]} for g in GROUPS
-    ]
-    groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        [g["lr"] for g in groups],
-        total_steps=config.total_steps,
-        cycle_momentum=config.cycle_momentum,
-        base_momentum=config.base_momentum,
-        max_momentum=config.max_momentum,
-        div_factor=config.div_factor,
-        final_div_factor=config.final_div_factor,
-        pct_start=config.pct_start,
-        three_phase=False,
-    )
-    return optimizer, scheduler
-
-
 @pytest.mark.parametrize("div_factor", [1.0, 25.0])
 def test_one_cycle_matches_torch(div_factor):
     config = TrainConfig(total_steps=20, div_factor=div_factor)
     tensor = torch.zeros(1, requires_grad=True)
-    optimizer, scheduler = _torch_optimizer({("metric_head", "x"): tensor}, config)
+    optimizer, scheduler = torch_recipe.optimizer_and_scheduler({("metric_head", "x"): tensor}, config)
     lr, beta1 = learning_rate_schedule(config, config.learning_rate), beta1_schedule(config)
     for step in range(config.total_steps + 1):  # torch accepts one step past the last
         group = optimizer.param_groups[0]
@@ -99,7 +75,7 @@ def test_optimizer_steps_match_torch(same_lr):
     }
     start = {path: rng.normal(size=shape).astype(np.float32) for path, shape in shapes.items()}
     tensors = {path: torch.tensor(value, requires_grad=True) for path, value in start.items()}
-    optimizer, scheduler = _torch_optimizer(tensors, config)
+    optimizer, scheduler = torch_recipe.optimizer_and_scheduler(tensors, config)
 
     params = _tree({path: jnp.asarray(value) for path, value in start.items()})
     tx = make_optimizer(config)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import reference
 import torch
+import torch_recipe
 from PIL import Image
 from safetensors.numpy import load_file
 from tolerances import GRADIENT_RELATIVE
@@ -47,17 +48,6 @@ def checkpoints(tmp_path_factory):
     return built
 
 
-def torch_silog(prediction, target, mask, beta=0.15):
-    """The original SILogLoss (isl-org ZoeDepth trainers/loss.py), written from its formula: resize the prediction
-    to the target (bilinear, corners aligned), keep the valid pixels, g = log(p + 1e-7) - log(t + 1e-7),
-    loss = 10 * sqrt(var(g) + beta * mean(g)^2) with torch's unbiased variance."""
-    prediction = torch.nn.functional.interpolate(
-        prediction[:, None], target.shape[-2:], mode="bilinear", align_corners=True
-    )[:, 0]
-    g = torch.log(prediction[mask] + 1e-7) - torch.log(target[mask] + 1e-7)
-    return 10 * torch.sqrt(torch.var(g) + beta * torch.mean(g) ** 2)
-
-
 def loss_inputs(batch: int, height: int, width: int, seed: int):
     """Images (NCHW, for torch), a positive target at another size than the prediction, and a mask."""
     rng = np.random.default_rng(seed)
@@ -79,7 +69,7 @@ def test_gradients_match_pytorch(checkpoints, variant, tmp_path):
     images, target, mask = loss_inputs(2, 64, 96, seed=1)
     hf_model.zero_grad()
     prediction = hf_model(torch.from_numpy(images)).predicted_depth
-    torch_loss = torch_silog(prediction, torch.from_numpy(target), torch.from_numpy(mask))
+    torch_loss = torch_recipe.silog(prediction, torch.from_numpy(target), torch.from_numpy(mask))
     torch_loss.backward()
     parameters = dict(hf_model.named_parameters())
     no_grad = {name for name, p in parameters.items() if p.grad is None}
@@ -237,7 +227,7 @@ def test_two_domain_loss_adds_the_weighted_cross_entropy(tmp_path):
     assert float(loss) == pytest.approx(float(parts["silog"] + 100 * parts["domain_ce"]), rel=1e-6)
     with torch.no_grad():  # on transformers' forward: the original's SILog and nn.CrossEntropyLoss
         output = hf_model(torch.from_numpy(images))
-        torch_silog_value = torch_silog(output.predicted_depth, torch.tensor(target), torch.tensor(mask)).item()
+        torch_silog_value = torch_recipe.silog(output.predicted_depth, torch.tensor(target), torch.tensor(mask)).item()
         torch_ce = torch.nn.functional.cross_entropy(output.domain_logits, torch.tensor([1, 1])).item()
     assert float(parts["silog"]) == pytest.approx(torch_silog_value, rel=1e-4)
     assert float(parts["domain_ce"]) == pytest.approx(torch_ce, rel=1e-4, abs=1e-6)

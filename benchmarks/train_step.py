@@ -1,0 +1,381 @@
+"""One fine-tuning step of zoedepth-jax against PyTorch eager, on the same model, batch and machine.
+
+    python benchmarks/train_step.py [--height 384 --width 512] [--batch 2] [--runs 5]
+                                    [--configs jax_fp32,jax_bf16,torch_eager_fp32,torch_eager_bf16]
+                                    [--checkpoint DIR] [--json FILE]
+    python benchmarks/train_step.py --quick [--json FILE]    # tiny test model: checks the script
+
+The model is the released ZoeD-N architecture (BEiT-L/16 at 384, neck 256/512/1024/1024, one softplus metric
+head) with re-drawn weights, built through transformers and saved with `save_pretrained` (`--checkpoint`: a
+one-domain save_pretrained folder to use instead); both sides load that folder. A step is what a fine-tuning
+loop runs per batch: forward in training mode, the SILog loss against a depth target with a validity mask,
+gradients, clipping of the global gradient norm to 0.1, and AdamW over the original recipe's four parameter
+groups with the one-cycle schedule (`TrainConfig`'s defaults, ZoeD-N's recipe):
+
+    jax_fp32, jax_bf16                  zoedepth_jax.training.step.make_train_step with TrainConfig(
+                                        compute_dtype="float32" / "bfloat16"): the whole step is one jitted
+                                        program, compiled before timing with lower + compile; the batch is
+                                        NHWC [B, H, W, 3]
+    torch_eager_fp32, torch_eager_bf16  transformers ZoeDepthForDepthEstimation in train mode, the forward
+                                        (bf16: under torch.autocast("cpu", dtype=torch.bfloat16)), the same
+                                        SILog in fp32, backward, torch.nn.utils.clip_grad_norm_, AdamW with the
+                                        same groups and OneCycleLR (tests/torch_recipe.py, the construction the
+                                        parity tests step beside zoedepth-jax's optimizer), gradients released
+                                        with zero_grad(set_to_none=True); the batch is NCHW
+
+Dropout and drop-path are 0 on both sides: the checkpoint's BEiT config carries transformers' default
+drop_path_rate=0.1, which both sides are loaded without (the original ZoeDepth trained its BEiT with drop-path
+0). Both then do the same work, and the first step's loss is deterministic, so that the two fp32 sides can be
+checked against each other.
+
+Method
+- One process holds all configurations. Both JAX configurations step one shared train state (the optimizer does
+  not depend on the compute dtype) and both torch configurations one shared model and optimizer: a step's work
+  does not depend on the values of the parameters, and one copy per side keeps the resident memory at two
+  states (parameters and AdamW's two moments: 3 x 1.4 GB per side at full size) plus what the running step
+  allocates (its activations, gradients and, for JAX, the new state: `make_train_step` donates the state only
+  where the backend reuses donated buffers, not on CPU). A process per configuration would hold four states, ~17
+  GB, before any step's own memory, more than a 24 GiB machine has room for; in one process the steps also reuse
+  each other's freed heap. `--configs` runs a subset (torch_eager_fp32 always runs: it is the reference).
+- Set-up: the JAX side loads, creates the state and compiles its steps first (lower + compile, timed: the
+  compile time), then the torch side loads. Warm-up: one step of each configuration in the order jax_fp32,
+  jax_bf16, torch_eager_fp32, torch_eager_bf16, so that each side's fp32 step is its first and starts from the
+  loaded weights: the sanity check compares those two losses (same weights, same batch), relative 1e-3.
+- Rounds: `--runs` rounds, each running every configuration once in turn (SETTLE_S apart: the idle side's thread
+  pool stops spinning before the other runs), so that machine noise hits all configurations alike; reported per
+  configuration: median, min and max seconds per step, images per second, speed against torch_eager_fp32's
+  median of the same run, compile time and the loss of each step; for the process, its resident memory after
+  the warm-up and its peak.
+- Output: a markdown table on stdout, progress on stderr, everything (per-run times and losses, the machine: CPU
+  model, cores, AMX and bf16 flags; library versions, thread counts, XLA's buffer sizes of each compiled step,
+  the commit) in --json. The exit status is
+  1 when the loss check fails, after the report.
+
+`--quick` runs the tiny test architecture at 64x96, batch 2, 2 runs: a check that the script works, not a
+measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from common import commit, machine_facts, process_memory_mib
+
+BENCHMARKS = Path(__file__).resolve().parent
+CONFIGS = ("jax_fp32", "jax_bf16", "torch_eager_fp32", "torch_eager_bf16")
+ANCHOR = "torch_eager_fp32"
+FULL = {"height": 384, "width": 512, "batch": 2, "runs": 5}
+QUICK = {"height": 64, "width": 96, "batch": 2, "runs": 2}
+VARIANT = "nyu"
+# The one-cycle schedule's length: longer than any run, since torch's OneCycleLR raises past its last step. The
+# length changes the learning rates, not the work of a step.
+TOTAL_STEPS = 10_000
+NO_DROPOUT = {"drop_path_rate": 0.0, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+LOSS_RELATIVE_TOLERANCE = 1e-3
+SETTLE_S = 0.1
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class Configuration:
+    """A configuration ready to step: `step()` runs one training step and returns its loss (a scalar array, read
+    after the clock stops)."""
+
+    name: str
+    step: Callable[[], object]
+    compile_s: float | None
+    details: dict
+    times_s: list[float] = dataclasses.field(default_factory=list)
+    losses: list[float] = dataclasses.field(default_factory=list)
+
+    def run(self) -> float:
+        start = time.perf_counter()
+        loss = self.step()
+        seconds = time.perf_counter() - start
+        self.losses.append(float(loss))
+        return seconds
+
+
+def training_batch(batch: int, height: int, width: int) -> dict[str, np.ndarray]:
+    """Images [B, 3, H, W] in the processor's range, a depth target [B, H, W] in meters (a floor receding upwards,
+    1 to 5 m, with the image's texture on top: within the nyu head's range) and a mask with 4 in 5 pixels valid."""
+    import reference
+
+    images = reference.test_images(batch, height, width, seed=1)
+    rows = np.linspace(0, 1, height, dtype=np.float32)[None, :, None]
+    depth = (1.0 + 4.0 * rows + 0.5 * images.mean(axis=1)).astype(np.float32)
+    mask = np.random.default_rng(2).uniform(size=depth.shape) < 0.8
+    return {"images": images, "depth": depth, "mask": mask}
+
+
+def setup_jax(folder: Path, data: dict[str, np.ndarray], names: list[str], config) -> list[Configuration]:
+    import jax
+    import jax.numpy as jnp
+
+    from zoedepth_jax import from_pretrained
+    from zoedepth_jax.training.step import create_train_state, make_train_step
+
+    model, variables = from_pretrained(folder)
+    backbone = dataclasses.replace(model.config.backbone_config, **NO_DROPOUT)
+    model = model.clone(config=model.config.replace(backbone_config=backbone))
+    # The shared state, created with the fp32 configuration's optimizer: the bf16 step then reuses it as it is
+    # (its optimizer would be an equal one), and both steps keep the state's structure, so each compiles once.
+    shared = {"state": create_train_state(model, variables, config)}
+    del variables
+    batch = {
+        "pixel_values": jnp.asarray(data["images"].transpose(0, 2, 3, 1)),
+        "depth": jnp.asarray(data["depth"]),
+        "mask": jnp.asarray(data["mask"]),
+    }
+    rng = jax.random.key(0)
+    configurations = []
+    for name in names:
+        compute_dtype = {"jax_fp32": "float32", "jax_bf16": "bfloat16"}[name]
+        train_step = make_train_step(model, dataclasses.replace(config, compute_dtype=compute_dtype))
+        start = time.perf_counter()
+        compiled = train_step.lower(shared["state"], batch, rng).compile()
+        compile_s = time.perf_counter() - start
+        log(f"{name}: compiled in {compile_s:.1f} s")
+
+        def step(compiled=compiled):
+            shared["state"], metrics = compiled(shared["state"], batch, rng)
+            jax.block_until_ready((shared["state"], metrics))
+            return metrics["loss"]
+
+        details = {"compile_covers": "lower + compile", "devices": [str(d) for d in jax.devices()]}
+        details["memory_analysis"] = compiled_memory(compiled)
+        configurations.append(Configuration(name, step, compile_s, details))
+    return configurations
+
+
+def compiled_memory(compiled) -> dict | None:
+    """XLA's buffer sizes of a compiled program in MiB (arguments, outputs, temporaries), where it reports them."""
+    try:
+        analysis = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "generated_code_size_in_bytes")
+    if analysis is None or not all(hasattr(analysis, field) for field in fields):
+        return None
+    return {field.removesuffix("_in_bytes") + "_mib": getattr(analysis, field) / 2**20 for field in fields}
+
+
+def setup_torch(folder: Path, data: dict[str, np.ndarray], names: list[str], config) -> list[Configuration]:
+    import torch
+    import torch_recipe
+    from transformers import ZoeDepthConfig, ZoeDepthForDepthEstimation
+
+    torch.manual_seed(0)
+    hf_config = ZoeDepthConfig.from_pretrained(folder)
+    for field, rate in NO_DROPOUT.items():
+        setattr(hf_config.backbone_config, field, rate)
+    model = ZoeDepthForDepthEstimation.from_pretrained(folder, config=hf_config).train()
+    named = {tuple(name.split(".")): parameter for name, parameter in model.named_parameters()}
+    optimizer, scheduler = torch_recipe.optimizer_and_scheduler(named, config)
+    images, depth, mask = (torch.from_numpy(data[key]) for key in ("images", "depth", "mask"))
+
+    def step(bf16: bool):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            prediction = model(images).predicted_depth
+        loss = config.silog_weight * torch_recipe.silog(prediction.float(), depth, mask, config.silog_beta)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    details = {
+        "torch_threads": torch.get_num_threads(),
+        "attention": getattr(model.config.backbone_config, "_attn_implementation", None),
+        "optimizer_groups": len(optimizer.param_groups),
+    }
+    return [Configuration(name, functools.partial(step, name.endswith("bf16")), None, details) for name in names]
+
+
+def library_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def loss_check(configurations: dict[str, Configuration]) -> dict | None:
+    """The first-step losses of jax_fp32 and torch_eager_fp32 (same weights, same batch), or None without jax_fp32."""
+    if "jax_fp32" not in configurations:
+        return None
+    jax_loss, torch_loss = configurations["jax_fp32"].losses[0], configurations[ANCHOR].losses[0]
+    difference = abs(jax_loss - torch_loss) / abs(torch_loss)
+    return {
+        "jax_fp32": jax_loss,
+        "torch_eager_fp32": torch_loss,
+        "relative_difference": difference,
+        "tolerance": LOSS_RELATIVE_TOLERANCE,
+        "passed": bool(difference <= LOSS_RELATIVE_TOLERANCE),
+    }
+
+
+def summarize(configurations: dict[str, Configuration], batch: int) -> list[dict]:
+    anchor_median = statistics.median(configurations[ANCHOR].times_s)
+    results = []
+    for name, configuration in configurations.items():
+        median = statistics.median(configuration.times_s)
+        results.append(
+            {
+                "config": name,
+                "times_s": configuration.times_s,
+                "median_s": median,
+                "min_s": min(configuration.times_s),
+                "max_s": max(configuration.times_s),
+                "images_per_s": batch / median,
+                "speedup_vs_torch_eager_fp32": anchor_median / median,
+                "compile_s": configuration.compile_s,
+                "first_step_loss": configuration.losses[0],
+                "losses": configuration.losses,
+                "details": configuration.details,
+            }
+        )
+    return results
+
+
+def markdown_table(results: list[dict], check: dict | None) -> str:
+    lines = [
+        "| config | median s/step | min s | max s | images/s | vs torch eager fp32 | compile s | first-step loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        compile_s = "" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+        lines.append(
+            f"| {r['config']} | {r['median_s']:.3g} | {r['min_s']:.3g} | {r['max_s']:.3g} | {r['images_per_s']:.3g} "
+            f"| {r['speedup_vs_torch_eager_fp32']:.2f}x | {compile_s} | {r['first_step_loss']:.6g} |"
+        )
+    lines.append("")
+    if check is None:
+        lines.append("Loss check: not run (it needs jax_fp32).")
+    else:
+        lines.append(
+            f"Loss check, first step from the same weights and batch: jax_fp32 {check['jax_fp32']:.7g}, "
+            f"torch_eager_fp32 {check['torch_eager_fp32']:.7g}, relative difference "
+            f"{check['relative_difference']:.1e} (tolerance {check['tolerance']:.0e}): "
+            + ("passed" if check["passed"] else "FAILED")
+        )
+    lines.append(
+        "The bf16 configurations' first steps start from weights their side's fp32 step has already updated "
+        "(one shared state per side), so their losses are not comparable with the fp32 ones."
+    )
+    return "\n".join(lines)
+
+
+def prepare_checkpoint(args: argparse.Namespace, scratch: Path) -> Path:
+    """`--checkpoint` when it holds a config.json (one domain), else the re-drawn model built in `scratch`. The
+    build runs in a subprocess, so that its torch model never sits in this process's memory."""
+    folder = args.checkpoint
+    if folder is not None and (folder / "config.json").exists():
+        if len(json.loads((folder / "config.json").read_text()).get("bin_configurations", [])) > 1:
+            raise SystemExit(f"{folder}: a two-domain checkpoint; this benchmark steps one-domain models (ZoeD-N)")
+        return folder
+    folder = folder or scratch / "checkpoint"
+    size = "tiny" if args.quick else "full"
+    log(f"building the {size} {VARIANT} checkpoint in {folder}")
+    code = (
+        "import sys; from pathlib import Path; import common; "
+        "common.build_checkpoint(Path(sys.argv[1]), sys.argv[2], full=sys.argv[3] == 'full')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(folder), VARIANT, size], check=True, cwd=BENCHMARKS)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--height", type=int, help=f"default {FULL['height']} ({QUICK['height']} with --quick)")
+    parser.add_argument("--width", type=int, help=f"default {FULL['width']} ({QUICK['width']} with --quick)")
+    parser.add_argument("--batch", type=int, help=f"default {FULL['batch']} ({QUICK['batch']} with --quick)")
+    parser.add_argument("--runs", type=int, help=f"timed rounds; default {FULL['runs']} ({QUICK['runs']})")
+    parser.add_argument("--configs", help=f"comma-separated subset of: {', '.join(CONFIGS)} ({ANCHOR} always runs)")
+    parser.add_argument("--checkpoint", type=Path, help="a one-domain save_pretrained folder; built there if absent")
+    parser.add_argument("--quick", action="store_true", help="the tiny test architecture: a check of the script")
+    parser.add_argument("--json", type=Path, help="also write all results here")
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    chosen = set(args.configs.split(",")) if args.configs else set(CONFIGS)
+    if chosen - set(CONFIGS):
+        parser.error(f"unknown configurations {sorted(chosen - set(CONFIGS))}; choose from {', '.join(CONFIGS)}")
+    if args.runs < 1 or args.batch < 1:
+        parser.error("--runs and --batch must be at least 1")
+    names = [name for name in CONFIGS if name in chosen | {ANCHOR}]
+
+    from zoedepth_jax.training.config import TrainConfig
+
+    config = TrainConfig(total_steps=TOTAL_STEPS)  # ZoeD-N's recipe (TrainConfig.for_model of a one-domain model)
+    result = {
+        "settings": {
+            "variant": VARIANT,
+            "architecture": "tiny test model" if args.quick else "released (BEiT-L/16, neck 256/512/1024/1024)",
+            "input": [args.batch, args.height, args.width],
+            "runs": args.runs,
+            "configs": names,
+            "dropout_and_drop_path": 0.0,
+            "train_config": dataclasses.asdict(config),
+            "rule": "one process; interleaved rounds after one warm-up step each; speed against torch_eager_fp32's "
+            "median of the same run",
+        },
+        "machine": machine_facts(),
+        "commit": commit(),
+        "versions": library_versions(),
+        "load_average_start": os.getloadavg(),
+    }
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="train_step_") as scratch:
+        folder = prepare_checkpoint(args, Path(scratch))
+        data = training_batch(args.batch, args.height, args.width)
+        jax_names = [name for name in names if name.startswith("jax")]
+        torch_names = [name for name in names if name.startswith("torch")]
+        configurations = setup_jax(folder, data, jax_names, config) if jax_names else []
+        configurations += setup_torch(folder, data, torch_names, config)
+    configurations = {c.name: c for c in configurations}
+    for configuration in configurations.values():
+        seconds = configuration.run()
+        log(f"{configuration.name}: warm-up step {seconds:.2f} s, loss {configuration.losses[-1]:.6g}")
+    result["setup_and_warmup_s"] = time.perf_counter() - start
+    result["rss_after_warmup_mib"] = process_memory_mib()["rss"]
+    for round_index in range(args.runs):
+        for configuration in configurations.values():
+            time.sleep(SETTLE_S)
+            configuration.times_s.append(configuration.run())
+        timings = ", ".join(f"{c.name} {c.times_s[-1]:.2f} s" for c in configurations.values())
+        log(f"round {round_index + 1}/{args.runs}: {timings}")
+    result |= {"peak_rss_mib": process_memory_mib()["peak"], "load_average_end": os.getloadavg()}
+    result["total_s"] = time.perf_counter() - start
+    result["results"] = summarize(configurations, args.batch)
+    result["loss_check"] = check = loss_check(configurations)
+    print(markdown_table(result["results"], check))
+    memory = f"{result['rss_after_warmup_mib']:.0f} MiB after the warm-up, peak {result['peak_rss_mib']:.0f} MiB"
+    log(f"resident memory: {memory}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 1 if check is not None and not check["passed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
