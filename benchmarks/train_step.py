@@ -37,6 +37,9 @@ Method
   where the backend reuses donated buffers, not on CPU). A process per configuration would hold four states, ~17
   GB, before any step's own memory, more than a 24 GiB machine has room for; in one process the steps also reuse
   each other's freed heap. `--configs` runs a subset (torch_eager_fp32 always runs: it is the reference).
+  At full size this one process needs more than 24 GiB (the torch side's model, optimizer and step on top of the
+  JAX state and its compiled steps): until the JAX state is donated on CPU (one state copy less) or the two sides
+  run in worker processes, the full-size table needs a machine with more memory.
 - Set-up: the JAX side loads, creates the state and compiles its steps first (lower + compile, timed: the
   compile time), then the torch side loads. Warm-up: one step of each configuration in the order jax_fp32,
   jax_bf16, torch_eager_fp32, torch_eager_bf16, so that each side's fp32 step is its first and starts from the
