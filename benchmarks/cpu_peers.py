@@ -245,27 +245,31 @@ def export_onnx(folder: Path, images: np.ndarray, path: Path) -> dict:
     return details
 
 
-def prepare_onnxruntime(folder: Path, images: np.ndarray, scratch: Path) -> Prepared:
+def onnxruntime_prepared(path: Path, pixel_values: np.ndarray, details: dict, covers: str) -> Prepared:
+    """An ONNX Runtime CPU session (ORT_ENABLE_ALL) over the graph at `path`, run on `pixel_values`; its compile
+    time is the export's (`details["export_s"]`) plus the session's creation."""
     import onnxruntime as ort
 
-    path = scratch / "model.onnx"
-    details = export_onnx(folder, images, path)  # the torch model is freed on return
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     start = time.perf_counter()
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     details["session_s"] = time.perf_counter() - start
-    details["compile_covers"] = "export + session creation"
+    details["compile_covers"] = covers
     return Prepared(
-        run=lambda: session.run(["predicted_depth"], {"pixel_values": images})[0],
+        run=lambda: session.run(["predicted_depth"], {"pixel_values": pixel_values})[0],
         compile_s=details["export_s"] + details["session_s"],
         details=details,
     )
 
 
-def prepare_onnxruntime_jax2onnx(folder: Path, images: np.ndarray, scratch: Path) -> Prepared:
-    import onnxruntime as ort
+def prepare_onnxruntime(folder: Path, images: np.ndarray, scratch: Path) -> Prepared:
+    path = scratch / "model.onnx"
+    details = export_onnx(folder, images, path)  # the torch model is freed on return
+    return onnxruntime_prepared(path, images, details, "export + session creation")
 
+
+def prepare_onnxruntime_jax2onnx(folder: Path, images: np.ndarray, scratch: Path) -> Prepared:
     from zoedepth_jax import from_pretrained
     from zoedepth_jax.inference.onnx_export import export_onnx as export_jax_onnx
 
@@ -276,18 +280,8 @@ def prepare_onnxruntime_jax2onnx(folder: Path, images: np.ndarray, scratch: Path
     details = {"export_s": time.perf_counter() - start, "exporter": "zoedepth_jax.inference.onnx_export (jax2onnx)"}
     del model, variables
     release_freed_memory()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    start = time.perf_counter()
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    details["session_s"] = time.perf_counter() - start
-    details["compile_covers"] = "load + export + session creation"
-    x = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # [B, H, W, 3]
-    return Prepared(
-        run=lambda: session.run(["predicted_depth"], {"pixel_values": x})[0],
-        compile_s=details["export_s"] + details["session_s"],
-        details=details,
-    )
+    pixel_values = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # [B, H, W, 3]
+    return onnxruntime_prepared(path, pixel_values, details, "load + export + session creation")
 
 
 PREPARE = {

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import warnings
-from pathlib import Path
 
 import huggingface_hub
 import jax
@@ -16,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
+from hub_cache import lay_out_hub_cache
 from tolerances import FP32_RELATIVE, depth_relative_error, relative_error
 
 from zoedepth_jax import (
@@ -106,21 +105,6 @@ def test_perturbing_one_weight_breaks_parity(checkpoints):
     embeddings["position_embeddings"] = embeddings["position_embeddings"].at[0, 7, 5].multiply(1.01)
     with pytest.raises(AssertionError, match="differs by"):
         assert_matches(run_ours(model, variables, images), expected, "metric")
-
-
-def lay_out_hub_cache(cache: Path, repo_id: str, snapshot: Path) -> None:
-    """huggingface_hub's cache layout for `repo_id`: blobs, a snapshot of symlinks to them, refs/main."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = "89abcdef0123456789abcdef0123456789abcdef"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    (repo / "blobs").mkdir()
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    for i, file in enumerate(sorted(snapshot.iterdir())):
-        blob = repo / "blobs" / f"{i:040x}"
-        shutil.copy(file, blob)
-        link = repo / "snapshots" / commit / file.name
-        link.symlink_to(os.path.relpath(blob, link.parent))
 
 
 def test_hub_id_loads_offline_from_the_cache(checkpoints, tmp_path, monkeypatch):

@@ -348,8 +348,25 @@ def _zoedepth_backbone(raw: dict) -> BeitConfig | Dinov2Config:
     return Dinov2Config.from_dict(raw)
 
 
+class _ModelConfigFiles:
+    """What a whole model's config does with files and changes, given its `from_dict`, `to_dict` and `validate`."""
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike):
+        return _from_json_file(cls.from_dict, path)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def replace(self, **changes: Any):
+        """A copy with `changes`, validated."""
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config
+
+
 @dataclasses.dataclass(frozen=True)
-class ZoeDepthConfig:
+class ZoeDepthConfig(_ModelConfigFiles):
     """ZoeDepth: BEiT backbone, DPT neck, relative head and one metric head per bin configuration.
 
     With two bin configurations (ZoeD-NK) a patch-transformer router chooses the head for each input. The backbone
@@ -506,18 +523,6 @@ class ZoeDepthConfig:
         out["model_type"] = "zoedepth"
         return dict(sorted(out.items()))
 
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> ZoeDepthConfig:
-        return _from_json_file(cls.from_dict, path)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def replace(self, **changes: Any) -> ZoeDepthConfig:
-        config = dataclasses.replace(self, **changes)
-        config.validate()
-        return config
-
 
 # Depth Anything fields that transformers writes but that carry no architecture of their own.
 _DEPTH_ANYTHING_UNUSED_FIELDS = frozenset("use_pretrained_backbone".split())
@@ -526,7 +531,7 @@ DEPTH_ESTIMATION_TYPES = ("relative", "metric")
 
 
 @dataclasses.dataclass(frozen=True)
-class DepthAnythingConfig:
+class DepthAnythingConfig(_ModelConfigFiles):
     """Depth Anything (V1 relative, V2 relative and metric; transformers `DepthAnythingForDepthEstimation`):
     DINOv2 backbone, the DPT neck without readout (the CLS token is dropped), each fusion layer upsampling to the
     next map's size, and a head whose output is ReLU (relative) or sigmoid (metric) times `max_depth`.
@@ -632,18 +637,6 @@ class DepthAnythingConfig:
         out.update(_DEPTH_ANYTHING_REQUIRED)
         out["model_type"] = "depth_anything"
         return dict(sorted(out.items()))
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> DepthAnythingConfig:
-        return _from_json_file(cls.from_dict, path)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def replace(self, **changes: Any) -> DepthAnythingConfig:
-        config = dataclasses.replace(self, **changes)
-        config.validate()
-        return config
 
 
 # The model configs by the `model_type` of their config.json.
