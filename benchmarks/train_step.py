@@ -33,13 +33,10 @@ Method
   not depend on the compute dtype) and both torch configurations one shared model and optimizer: a step's work
   does not depend on the values of the parameters, and one copy per side keeps the resident memory at two
   states (parameters and AdamW's two moments: 3 x 1.4 GB per side at full size) plus what the running step
-  allocates (its activations, gradients and, for JAX, the new state: `make_train_step` donates the state only
-  where the backend reuses donated buffers, not on CPU). A process per configuration would hold four states, ~17
-  GB, before any step's own memory, more than a 24 GiB machine has room for; in one process the steps also reuse
-  each other's freed heap. `--configs` runs a subset (torch_eager_fp32 always runs: it is the reference).
-  At full size this one process needs more than 24 GiB (the torch side's model, optimizer and step on top of the
-  JAX state and its compiled steps): until the JAX state is donated on CPU (one state copy less) or the two sides
-  run in worker processes, the full-size table needs a machine with more memory.
+  allocates (its activations and gradients; `make_train_step` donates the state, so the new state takes the old
+  one's buffers). A process per configuration would hold four states before any step's own memory; in one
+  process the steps also reuse each other's freed heap. `--configs` runs a subset (torch_eager_fp32 always runs:
+  it is the reference).
 - Set-up: the JAX side loads, creates the state and compiles its steps first (lower + compile, timed: the
   compile time), then the torch side loads. Warm-up: one step of each configuration in the order jax_fp32,
   jax_bf16, torch_eager_fp32, torch_eager_bf16, so that each side's fp32 step is its first and starts from the

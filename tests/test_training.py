@@ -154,6 +154,11 @@ def test_training_mode(checkpoints):
     assert np.abs(first - training_mode(jax.random.key(2))).max() > 1e-3
 
 
+def copied(state):
+    """A copy of `state` to step from: the train step donates the state it is given (its buffers are reused)."""
+    return jax.tree_util.tree_map(jnp.copy, state)
+
+
 @pytest.fixture(scope="module")
 def training(checkpoints):
     """A model without dropout (so that a step's gradient is the loss's), a batch of 4 at 64x64, a config, the
@@ -172,14 +177,16 @@ def training(checkpoints):
     config = TrainConfig(total_steps=10)
     step = make_train_step(model, config)
     state = create_train_state(model, variables, config)
-    after, metrics = step(state, batch, jax.random.key(0))
-    second, second_metrics = step(after, batch, jax.random.key(0))  # its loss is that of `after`'s params
+    given = copied(state)
+    after, metrics = step(given, batch, jax.random.key(0))
+    second, second_metrics = step(copied(after), batch, jax.random.key(0))  # its loss is that of `after`'s params
     return dict(
         model=model,
         batch=batch,
         config=config,
         step=step,
         before=state,
+        given=given,
         after=after,
         metrics=metrics,
         second=second,
@@ -197,6 +204,14 @@ def test_one_step_changes_every_parameter_and_lowers_the_loss(training):
     assert float(training["loss_after"]) < float(metrics["loss"])
     assert float(metrics["grad_norm"]) > config.clip_grad  # clipped: the step used a tenth of a unit norm
     assert float(metrics["learning_rate"]) == pytest.approx(config.learning_rate, rel=1e-6)  # div_factor 1
+
+
+def test_the_step_reuses_the_buffers_of_the_state_it_is_given(training):
+    """One copy of the state in memory, not two: the parameters and AdamW's moments passed in are donated to the
+    new state (XLA may keep the scalar hyperparameters)."""
+    arrays = [leaf for leaf in jax.tree_util.tree_leaves(training["given"]) if leaf.ndim]
+    assert len(arrays) > 2 * len(jax.tree_util.tree_leaves(training["given"].params))
+    assert all(leaf.is_deleted() for leaf in arrays)
 
 
 def test_bfloat16_compute_keeps_fp32_parameters_and_losses(training):
@@ -289,6 +304,7 @@ def test_a_resumed_run_is_bit_identical(training, tmp_path):
         return make_loader(dataset, processor, batch_size=4, seed=7, augmentation=augmentation)
 
     def steps(state, iterator, count):
+        state = copied(state)
         for _ in range(count):
             state, metrics = training["step"](state, next(iterator), jax.random.key(0))
         return state, metrics

@@ -114,6 +114,11 @@ def make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mesh
     process's devices (`data_mesh(jax.devices())`) and each process passes its own part of the global batch
     (its share of the data, a multiple of its device count); the parts are assembled into one global batch.
 
+    The step donates `state`: its buffers become the new state's, so the state passed in can no longer be read
+    (keep a copy, e.g. `jax.tree.map(np.array, state)`, to compare before and after). A host view of the state
+    that is still alive (`np.asarray` of a parameter) makes JAX copy instead of reuse, so such a view never changes
+    under it.
+
     Steps are cached by (model, config, mesh): building the step again for the same ones (a resumed run in the
     same process) reuses the compiled program.
     """
@@ -125,7 +130,7 @@ def _make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mes
     def step(state, batch, rng):
         return _train_step(model, config, state, batch, rng)
 
-    donate = (0,) if jax.default_backend() != "cpu" else ()  # XLA:CPU cannot reuse donated buffers
+    donate = (0,)  # the new state takes the old one's buffers: one copy of the state in memory, not two
     if mesh is None:
         return jax.jit(step, donate_argnums=donate)
     replicated = NamedSharding(mesh, PartitionSpec())
