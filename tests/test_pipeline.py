@@ -9,7 +9,7 @@ from PIL import Image
 from tolerances import FP32_RELATIVE, depth_relative_error, relative_error
 
 from zoedepth_jax import DepthEstimator, from_pretrained, pipeline
-from zoedepth_jax.errors import ArgumentError, ImageError
+from zoedepth_jax.errors import ImageError
 
 # Source sizes (height, width) of the test photos: 4:3 landscape, its portrait, an odd size that shares the
 # landscape's processed shape, and a square.
@@ -126,9 +126,3 @@ def test_uncertainty_rides_along_without_changing_the_depth(checkpoint, photos):
         assert std.std() / std.mean() > 0.05, "degenerate depth_std"
         assert result["depth_std_image"].size == photo.shape[1::-1] and "depth_std" not in without
         assert relative_error(std, unflipped["depth_std"]) > 1e-3  # the flipped run took part
-
-
-def test_a_depth_anything_checkpoint_is_refused_with_the_reason(tmp_path):
-    reference.build_depth_anything("relative", tmp_path)
-    with pytest.raises(ArgumentError, match="DepthAnythingForDepthEstimation checkpoint"):
-        DepthEstimator(tmp_path)

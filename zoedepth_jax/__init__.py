@@ -1,4 +1,5 @@
-"""zoedepth-jax: ZoeDepth metric monocular depth in JAX/Flax, numerically identical to transformers."""
+"""zoedepth-jax: ZoeDepth metric monocular depth (and Depth Anything) in JAX/Flax, numerically identical to
+transformers."""
 
 from zoedepth_jax.config import BeitConfig, BinConfiguration, DepthAnythingConfig, Dinov2Config, ZoeDepthConfig
 from zoedepth_jax.errors import (
@@ -10,6 +11,7 @@ from zoedepth_jax.errors import (
     ZoeDepthError,
 )
 from zoedepth_jax.geometry.points import depth_to_points
+from zoedepth_jax.inference.depth_anything_processor import DepthAnythingImageProcessor
 from zoedepth_jax.inference.estimator import DepthEstimator, pipeline
 from zoedepth_jax.inference.images import load_image
 from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
@@ -25,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DepthAnythingConfig",
     "DepthAnythingForDepthEstimation",
+    "DepthAnythingImageProcessor",
     "DepthAnythingOutput",
     "DepthEstimator",
     "Dinov2Config",

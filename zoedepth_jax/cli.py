@@ -49,7 +49,7 @@ DEFAULT_OUT = "depth_out"
 
 _DESCRIPTION = """\
 ZoeDepth metric monocular depth in JAX: estimates, for every pixel of a photo, its distance from the camera
-in meters.
+in meters. Also runs Depth Anything (V1, V2; relative or metric) checkpoints: --model depth-anything/...
 
   zoedepth-jax predict photo.jpg --out depth_out        depth maps for images and folders
   zoedepth-jax convert Intel/zoedepth-nyu ./nyu-flax   a checkpoint as a folder that loads without torch
@@ -61,19 +61,30 @@ in meters.
 Run `zoedepth-jax COMMAND --help` for the options of each command."""
 
 _PREDICT_DESCRIPTION = """\
-Estimates metric depth for each IMAGE (a file, or a folder searched recursively for .jpg/.png/.bmp/.tif/.webp
-files) and writes into --out, per image, named after it (photo.jpg gives photo_depth.png, ...):
+Estimates depth for each IMAGE (a file, or a folder searched recursively for .jpg/.png/.bmp/.tif/.webp files)
+and writes into --out, per image, named after it (photo.jpg gives photo_depth.png, ...). For a metric model
+(ZoeDepth, the default, or a Depth Anything Metric checkpoint):
 
   <name>_depth.png        depth as a 16-bit greyscale PNG of MILLIMETRES (uint16: 1235 = 1.235 m;
                           0..65535 = 0..65.535 m, farther is clipped to 65535), the KITTI convention
   <name>_depth_color.png  a coloured picture for viewing (near is bright, far is dark); --no-color skips it
   <name>_depth.npy        with --npy: the depth as float32 METERS (numpy.load), exact
 
+For a RELATIVE model (Depth Anything's relative checkpoints, e.g. --model depth-anything/Depth-Anything-V2-Small-hf),
+whose depth is affine-invariant inverse depth (larger is nearer, no unit, NOT meters), the files say so:
+
+  <name>_relative_depth.png        16-bit PNG normalised per image: 0 = farthest pixel, 65535 = nearest; the
+                                   map's minimum and maximum are in the PNG's text chunks relative_depth_min/max
+  <name>_relative_depth_color.png  a coloured picture (near is bright)
+  <name>_relative_depth.npy        with --npy: the model's values as float32, exact
+and the options that need meters (--ply, --glb) are refused; so are --flip and --uncertainty, which are ZoeDepth's.
+
 Every output has the size of its source image. Images found in a folder keep their sub-folder under --out.
-Images are prepared exactly as transformers' ZoeDepthImageProcessor does (reflect padding, resize to a multiple
-of 32 near 384x512) and, by default, also run mirrored with the two depths averaged (--no-flip halves the
-time). Outputs that already exist are skipped, so an interrupted run resumes where it stopped (--overwrite
-redoes them). An image that cannot be read is reported and skipped; the others go on and the exit status is 1.
+Images are prepared exactly as transformers' processor for the model does (ZoeDepth: reflect padding, resize to a
+multiple of 32 near 384x512, and by default also the mirrored image, the two depths averaged: --no-flip halves the
+time; Depth Anything: resize to a multiple of 14 with one side near 518). Outputs that already exist are skipped,
+so an interrupted run resumes where it stopped (--overwrite redoes them). An image that cannot be read is reported
+and skipped; the others go on and the exit status is 1.
 
 Works offline with a local checkpoint folder: --model ./zoedepth-nyu-kitti (see `zoedepth-jax convert`)."""
 
@@ -116,8 +127,9 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flip",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="average with the prediction for the mirrored image, as the original ZoeDepth does (default: on)",
+        default=None,
+        help="average with the prediction for the mirrored image, as the original ZoeDepth does (default: on for "
+        "ZoeDepth; Depth Anything has no such average, and --flip is refused for it)",
     )
     parser.add_argument(
         "--dtype",
@@ -133,14 +145,16 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="resize keeping the aspect ratio (the released setting, the original's 'infer' mode), or, with "
-        "--no-keep-aspect-ratio, to the fixed 384x512 of the original's 'eval' mode (default: the checkpoint's)",
+        "--no-keep-aspect-ratio, to the processor's fixed size (ZoeDepth: 384x512, the original's 'eval' mode; "
+        "Depth Anything: 518x518) (default: the checkpoint's)",
     )
     parser.add_argument(
         "--routing",
         choices=ROUTINGS,
         default="per_image",
         help="for models with several heads (nyu-kitti: indoor/outdoor): per_image (default) lets each image "
-        "choose its head; batch applies transformers' one-head-per-batch rule (same result for one image)",
+        "choose its head; batch applies transformers' one-head-per-batch rule (same result for one image; "
+        "refused for single-head Depth Anything)",
     )
 
 
@@ -187,7 +201,7 @@ def _add_predict_parser(commands) -> None:
     predict = _add_command(
         commands,
         "predict",
-        help="depth maps for images and folders (16-bit millimetre PNGs, colour previews, optional .npy)",
+        help="depth maps for images and folders (16-bit PNGs, colour previews, optional .npy)",
         description=_PREDICT_DESCRIPTION,
     )
     predict.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files and/or folders of images")
@@ -195,19 +209,25 @@ def _add_predict_parser(commands) -> None:
         "--model",
         default=DEFAULT_MODEL,
         metavar="ID_OR_DIR",
-        help=f"hub id or local checkpoint folder (default: {DEFAULT_MODEL}, indoor and outdoor; downloaded once)",
+        help=f"hub id or local checkpoint folder, ZoeDepth or Depth Anything (default: {DEFAULT_MODEL}, indoor "
+        "and outdoor; downloaded once)",
     )
     predict.add_argument(
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"folder for the outputs (default: {DEFAULT_OUT})"
     )
     _add_estimator_options(predict)
-    predict.add_argument("--npy", action="store_true", help="also write float32 meters as <name>_depth.npy")
+    predict.add_argument(
+        "--npy",
+        action="store_true",
+        help="also write the exact float32 map: <name>_depth.npy (meters) or <name>_relative_depth.npy (relative)",
+    )
     predict.add_argument("--no-color", action="store_true", help="do not write the colour preview")
     predict.add_argument(
         "--uncertainty",
         action="store_true",
         help="also write each pixel's depth standard deviation under the model's bin distribution: a picture "
-        "<name>_depth_std.png (bright = uncertain) and, with --npy, <name>_depth_std.npy (float32 meters)",
+        "<name>_depth_std.png (bright = uncertain) and, with --npy, <name>_depth_std.npy (float32 meters); "
+        "ZoeDepth only",
     )
     _add_3d_options(predict)
     predict.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
@@ -227,7 +247,7 @@ def _add_predict_parser(commands) -> None:
 
 def _add_3d_options(predict: argparse.ArgumentParser) -> None:
     three_d = predict.add_argument_group(
-        "3D (needs the 3d extra: pip install 'zoedepth-jax[3d]')",
+        "3D (needs the 3d extra: pip install 'zoedepth-jax[3d]'; and a metric model)",
         "Points in meters from the depth map at the photo's size, coloured by the photo: the PLY in the camera "
         "frame (x right, y down, z forward), the GLB in glTF's (x right, y up, z backward). Without --intrinsics "
         "the camera has a 55 degree horizontal field of view with the principal point at the centre, as the "
@@ -322,24 +342,28 @@ def _predict(args: argparse.Namespace) -> int:
         for name in missing:
             print(f"error: {name}: no such file or folder (skipped)", file=sys.stderr)
     jobs = folders.shard_for_process(jobs, jax.process_index(), jax.process_count())
-    kinds = folders.Outputs(
-        npy=args.npy,
-        color=not args.no_color,
-        uncertainty=args.uncertainty,
-        ply=args.ply,
-        glb=args.glb,
-        intrinsics=args.intrinsics,
-        fov_degrees=args.fov,
-        edge_threshold=None if args.keep_edges else args.edge_threshold,
-    )
-    todo = folders.pending_jobs(jobs, kinds, args.overwrite)
-    summary = folders.Summary(skipped=len(jobs) - len(todo), failed=len(missing) if first_process else 0)
-    if summary.skipped:
-        message = f"{summary.skipped} image(s) already done in {out_dir}, skipped (--overwrite redoes them)"
-        print(message, file=sys.stderr)
-    if todo:
-        ran = folders.run_jobs(todo, _estimator_from_args(args), kinds, progress=not args.no_progress)
-        summary.done, summary.failed = ran.done, summary.failed + ran.failed
+    summary = folders.Summary(failed=len(missing) if first_process else 0)
+    if jobs:  # the model says whether its depth is relative, which names the outputs: load it first
+        estimator = _estimator_from_args(args)
+        kinds = folders.Outputs(
+            npy=args.npy,
+            color=not args.no_color,
+            uncertainty=args.uncertainty,
+            ply=args.ply,
+            glb=args.glb,
+            intrinsics=args.intrinsics,
+            fov_degrees=args.fov,
+            edge_threshold=None if args.keep_edges else args.edge_threshold,
+            relative=estimator.relative,
+        )
+        todo = folders.pending_jobs(jobs, kinds, args.overwrite)
+        summary.skipped = len(jobs) - len(todo)
+        if summary.skipped:
+            message = f"{summary.skipped} image(s) already done in {out_dir}, skipped (--overwrite redoes them)"
+            print(message, file=sys.stderr)
+        if todo:
+            ran = folders.run_jobs(todo, estimator, kinds, progress=not args.no_progress)
+            summary.done, summary.failed = ran.done, summary.failed + ran.failed
     total = folders.total_over_processes(summary)
     if first_process:
         if not jobs and not missing and jax.process_count() == 1:
@@ -405,9 +429,10 @@ _EVAL_DESCRIPTION = """\
 Evaluates a model on FOLDER (searched recursively): every image <name>.jpg/.png/... with its ground truth
 <name>_depth.png beside it, a 16-bit greyscale PNG of depth x --depth-scale (0 = no depth). Prints the original
 ZoeDepth metrics (delta1..3, abs_rel, sq_rel, rmse, rmse_log, log10, silog), each computed per image and
-averaged over images: the prediction (averaged with the mirrored image's, unless --no-flip) at the image's size,
-resized to the ground truth's if needed, clipped to [--min-depth, --max-depth]; pixels whose ground truth lies
-strictly inside that range and inside the crop are compared.
+averaged over images: the prediction (for ZoeDepth averaged with the mirrored image's, unless --no-flip) at the
+image's size, resized to the ground truth's if needed, clipped to [--min-depth, --max-depth]; pixels whose ground
+truth lies strictly inside that range and inside the crop are compared. The model must predict meters (ZoeDepth,
+a Depth Anything Metric checkpoint): relative models are refused.
 
 --dataset presets, as the original evaluation (each option overrides its part):
   nyu    depth 0.001..10 m, Eigen's NYU crop (rows 45:471, columns 41:601 of 480x640), PNG scale 1000 (mm)
@@ -466,7 +491,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     resize = f"keeping the aspect ratio, near {size}" if processor.keep_aspect_ratio else f"fixed {size}"
     print(
         f"{args.model} on {folder}: depth {settings.min_depth:g}..{settings.max_depth:g} m, crop {settings.crop}, "
-        f"ground truth {settings.depth_scale:g} per meter, flip {'on' if args.flip else 'off'}, resize {resize}"
+        f"ground truth {settings.depth_scale:g} per meter, flip {'on' if estimator.flip else 'off'}, resize {resize}"
     )
     print(evaluation.summary_table(results, per_image=args.per_image))
     return 1 if failed else 0

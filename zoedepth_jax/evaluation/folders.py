@@ -6,10 +6,11 @@ holding depth x `depth_scale` (0 = no depth). KITTI's ground truth uses 256 per 
 `zoedepth-jax predict` use millimetres (1000 per meter).
 
 Per image, as the original's `evaluate.py` with its flip augmentation: the `DepthEstimator` predicts depth at the
-image's size, averaged with the prediction for the mirrored image; `metrics.compute_metrics` resizes it to the
+image's size, averaged with the prediction for the mirrored image (ZoeDepth; a metric Depth Anything model runs
+each image once, as transformers does; relative models are refused); `metrics.compute_metrics` resizes it to the
 ground truth's size if that differs, clips it to the depth range and compares the valid pixels inside the crop.
 The dataset's figures are the means over images. Unlike the original (which resizes the input inside the model
-and the prediction bilinearly), the estimator pads and resizes as transformers' image processor does; the
+and the prediction bilinearly), the estimator pads and resizes as transformers' image processors do; the
 original's KITTI input crop (`do_kb_crop`) and NYU border handling are preprocessing, left to the folder's images.
 """
 
@@ -27,7 +28,7 @@ from zoedepth_jax.evaluation.metrics import METRIC_NAMES, average_metrics, compu
 from zoedepth_jax.evaluation.pairs import DEPTH_SUFFIX as DEPTH_SUFFIX  # the pair rules, shared with training
 from zoedepth_jax.evaluation.pairs import find_pairs as find_pairs
 from zoedepth_jax.evaluation.pairs import read_depth_png
-from zoedepth_jax.inference.estimator import DepthEstimator, PreparedImage
+from zoedepth_jax.inference.estimator import METRIC_DEPTH_KEY, DepthEstimator, PreparedImage
 
 CHUNK_IMAGES = 16  # images loaded and predicted at a time: memory stays flat for folders of any size
 
@@ -69,7 +70,14 @@ def evaluate_pairs(
     progress: Callable[[int], None] | None = None,
 ) -> list[ImageResult]:
     """Predicts and scores every pair; results in the order of `pairs`. An unreadable image or ground truth is
-    a result with an error (the others go on)."""
+    a result with an error (the others go on). The estimator must predict meters: a relative model is an
+    ArgumentError."""
+    if estimator.relative:
+        raise ArgumentError(
+            "evaluation compares depth in meters with the ground truth; this model predicts relative depth "
+            "(affine-invariant inverse depth, no unit): evaluate a metric model (ZoeDepth, or a Depth Anything "
+            "Metric checkpoint)"
+        )
     results: list[ImageResult] = []
     for start in range(0, len(pairs), CHUNK_IMAGES):
         chunk = pairs[start : start + CHUNK_IMAGES]
@@ -85,7 +93,7 @@ def evaluate_pairs(
         predictions = estimator.predict_prepared([prepared for _, prepared in loaded.values()], progress=progress)
         scores = {
             k: compute_metrics(
-                truth, prediction["predicted_depth"], settings.min_depth, settings.max_depth, settings.crop
+                truth, prediction[METRIC_DEPTH_KEY], settings.min_depth, settings.max_depth, settings.crop
             )
             for (k, (truth, _)), prediction in zip(loaded.items(), predictions, strict=True)
         }

@@ -1,13 +1,20 @@
-"""Depth maps as images: the 16-bit millimetre PNG and the colour preview the command line writes.
+"""Depth maps as images: the 16-bit PNGs and the colour previews the command line writes.
 
-Pure numpy + PIL (no torch, no matplotlib). Depth maps are float32 meters; the 16-bit PNGs hold millimetres
-(uint16), so 1.2345 m is stored as 1235 and anything at or beyond 65.535 m as 65535.
+Pure numpy + PIL (no torch, no matplotlib). Two kinds of map, two encodings:
+  - depth in meters (float32): the 16-bit PNGs hold millimetres (uint16), so 1.2345 m is stored as 1235 and
+    anything at or beyond 65.535 m as 65535 (`depth_to_png16`);
+  - relative depth (a relative Depth Anything model's affine-invariant inverse depth: larger is nearer, no unit):
+    normalised per image between its minimum and maximum, v = round((d - min) / (max - min) * 65535), so 0 is the
+    farthest pixel and 65535 the nearest; the minimum and maximum are stored in the PNG's text chunks
+    `relative_depth_min` and `relative_depth_max`, from which d = min + v / 65535 * (max - min)
+    (`relative_depth_to_png16`). The values mean nothing in meters.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
 # A 5-stop magma-like palette (dark purple-black to pale yellow), interpolated linearly in RGB.
 _PALETTE_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -31,6 +38,24 @@ def depth_to_png16(depth_m: np.ndarray) -> Image.Image:
     return Image.fromarray(mm)
 
 
+PNG16_MAX = 65535  # the largest value of a 16-bit PNG
+
+
+def relative_depth_to_png16(relative_depth: np.ndarray) -> tuple[Image.Image, PngInfo]:
+    """A 16-bit greyscale ("I;16") image of relative depth, normalised between its finite minimum (0) and maximum
+    (65535), and the PNG text chunks that state the two (see the module docstring). Non-finite values, and every
+    pixel of a constant map, are stored as 0."""
+    depth = np.asarray(relative_depth, dtype=np.float64)
+    finite = np.isfinite(depth)
+    low, high = (float(depth[finite].min()), float(depth[finite].max())) if finite.any() else (0.0, 0.0)
+    span = high - low if high > low else 1.0
+    levels = np.rint(np.clip((np.where(finite, depth, low) - low) / span, 0.0, 1.0) * PNG16_MAX)
+    text = PngInfo()
+    text.add_text("relative_depth_min", repr(low))
+    text.add_text("relative_depth_max", repr(high))
+    return Image.fromarray(levels.astype(np.uint16)), text
+
+
 def colorize(depth_m: np.ndarray) -> Image.Image:
     """An RGB picture of a depth map for people to look at: near is bright, far is dark.
 
@@ -38,6 +63,12 @@ def colorize(depth_m: np.ndarray) -> Image.Image:
     and mapped through a small built-in magma-like palette. Non-finite depths are drawn as far (dark).
     """
     return _in_palette(1.0 - _between_percentiles(depth_m))
+
+
+def colorize_relative(relative_depth: np.ndarray) -> Image.Image:
+    """`colorize` for relative depth (inverse depth: larger is nearer): near is bright, far is dark, non-finite
+    values drawn as far."""
+    return colorize(-np.asarray(relative_depth, dtype=np.float64))
 
 
 def colorize_uncertainty(depth_std_m: np.ndarray) -> Image.Image:

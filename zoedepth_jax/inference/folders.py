@@ -27,7 +27,7 @@ from zoedepth_jax.geometry.camera import DEFAULT_FOV_DEGREES, intrinsics_from_fo
 from zoedepth_jax.geometry.files import write_mesh, write_point_cloud
 from zoedepth_jax.geometry.points import EDGE_THRESHOLD, depth_edges_mask, depth_to_points, to_opengl
 from zoedepth_jax.inference import depth_images
-from zoedepth_jax.inference.estimator import DepthEstimator
+from zoedepth_jax.inference.estimator import METRIC_DEPTH_KEY, RELATIVE_DEPTH_KEY, DepthEstimator
 from zoedepth_jax.inference.images import load_image
 
 # Files a folder is searched for (case-insensitive); a file named on the command line is tried whatever its name.
@@ -52,12 +52,20 @@ OUTPUT_SUFFIXES = {
     "ply": ".ply",
     "glb": ".glb",
 }
+# For a relative model the depth files say so, so that they cannot be taken for meters (or for another model's
+# depth of the same image); its other outputs (3D, uncertainty) do not exist.
+RELATIVE_OUTPUT_SUFFIXES = {
+    "depth_png": "_relative_depth.png",
+    "color": "_relative_depth_color.png",
+    "npy": "_relative_depth.npy",
+}
 
 
 @dataclass(frozen=True)
 class Outputs:
-    """Which files `predict` writes for each image, named after it (photo.jpg -> photo_depth.png, ...). The
-    16-bit depth PNG is always written, and last: it marks the image as done."""
+    """Which files `predict` writes for each image, named after it (photo.jpg -> photo_depth.png, ...; for
+    relative depth photo_relative_depth.png, ...). The 16-bit depth PNG is always written, and last: it marks the
+    image as done."""
 
     npy: bool = False  # <name>_depth.npy, float32 meters (and <name>_depth_std.npy with uncertainty)
     color: bool = True  # <name>_depth_color.png, a picture of the depth
@@ -68,6 +76,22 @@ class Outputs:
     intrinsics: tuple[float, float, float, float] | None = None
     fov_degrees: float = DEFAULT_FOV_DEGREES
     edge_threshold: float | None = EDGE_THRESHOLD  # drop 3D points and triangles at depth jumps; None keeps all
+    # The depth is relative (`DepthEstimator.relative`): the files of RELATIVE_OUTPUT_SUFFIXES, the PNG normalised
+    # per image (`depth_images.relative_depth_to_png16`); no 3D files, which need meters.
+    relative: bool = False
+
+    def __post_init__(self):
+        if self.relative and (self.ply or self.glb):
+            raise ArgumentError(
+                "3D outputs (--ply, --glb) need depth in meters; a relative model's depth (affine-invariant "
+                "inverse depth, no unit) cannot place points: use a metric model (ZoeDepth, or a Depth Anything "
+                "Metric checkpoint)"
+            )
+
+    @property
+    def depth_key(self) -> str:
+        """The key of the depth map in the estimator's results."""
+        return RELATIVE_DEPTH_KEY if self.relative else METRIC_DEPTH_KEY
 
 
 @dataclass(frozen=True)
@@ -92,7 +116,8 @@ class Job:
             "ply": kinds.ply,
             "glb": kinds.glb,
         }
-        return {kind: self.base.with_name(self.base.name + OUTPUT_SUFFIXES[kind]) for kind, on in wanted.items() if on}
+        suffixes = {**OUTPUT_SUFFIXES, **RELATIVE_OUTPUT_SUFFIXES} if kinds.relative else OUTPUT_SUFFIXES
+        return {kind: self.base.with_name(self.base.name + suffixes[kind]) for kind, on in wanted.items() if on}
 
 
 @dataclass
@@ -137,14 +162,24 @@ def collect_jobs(inputs: list[str], out_dir: Path) -> tuple[list[Job], list[str]
     return jobs, missing
 
 
+def depth_of(result: dict, kinds: Outputs) -> np.ndarray:
+    """The depth map of an estimator's `result` that `kinds` is for (meters, or relative depth)."""
+    if kinds.depth_key not in result:
+        raise ArgumentError(
+            f"the result holds {sorted(result)}, not {kinds.depth_key!r}: these outputs are for "
+            f"{'relative' if kinds.relative else 'metric'} depth; pass Outputs(relative=estimator.relative)"
+        )
+    return result[kinds.depth_key]
+
+
 def write_outputs(job: Job, result: dict, kinds: Outputs) -> None:
-    """Writes the files `kinds` asks for of one image's `result` (`predicted_depth`, and `depth_std`), each
+    """Writes the files `kinds` asks for of one image's `result` (its depth map, and `depth_std`), each
     atomically, the 16-bit depth PNG last."""
-    depth = result["predicted_depth"]
+    depth = depth_of(result, kinds)
     paths = job.outputs(kinds)
     job.base.parent.mkdir(parents=True, exist_ok=True)
     if kinds.color:
-        _write_png(paths["color"], depth_images.colorize(depth))
+        _write_png(paths["color"], (depth_images.colorize_relative if kinds.relative else depth_images.colorize)(depth))
     if kinds.npy:
         _write_npy(paths["npy"], depth)
     if kinds.uncertainty:
@@ -155,11 +190,15 @@ def write_outputs(job: Job, result: dict, kinds: Outputs) -> None:
             _write_npy(paths["std_npy"], result["depth_std"])
     if kinds.ply or kinds.glb:
         _write_3d(job, depth, kinds, paths)
-    _write_png(paths["depth_png"], depth_images.depth_to_png16(depth))
+    if kinds.relative:
+        _write_png(paths["depth_png"], *depth_images.relative_depth_to_png16(depth))
+    else:
+        _write_png(paths["depth_png"], depth_images.depth_to_png16(depth))
 
 
-def _write_png(path: Path, image) -> None:
-    write_atomically(path, lambda temp: image.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+def _write_png(path: Path, image, text=None) -> None:
+    """Writes `image` as a PNG, with the text chunks `text` (a PngInfo) when given."""
+    write_atomically(path, lambda temp: image.save(temp, format="PNG", compress_level=PNG_COMPRESS_LEVEL, pnginfo=text))
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -186,11 +225,13 @@ def _write_3d(job: Job, depth: np.ndarray, kinds: Outputs, paths: dict[str, Path
         write_mesh(paths["glb"], np.asarray(to_opengl(points)), colors, keep, overwrite=True)
 
 
-def depth_summary(depth: np.ndarray) -> str:
+def depth_summary(depth: np.ndarray, relative: bool = False) -> str:
+    """One line on a depth map's range: in meters, or for relative depth without a unit."""
+    name, unit = ("relative depth", "") if relative else ("depth", " m")
     finite = depth[np.isfinite(depth)]
     if finite.size == 0:
-        return "depth: no finite values"
-    return f"depth min {finite.min():.3f} m  median {np.median(finite):.3f} m  max {finite.max():.3f} m"
+        return f"{name}: no finite values"
+    return f"{name} min {finite.min():.3f}{unit}  median {np.median(finite):.3f}{unit}  max {finite.max():.3f}{unit}"
 
 
 def pending_jobs(jobs: list[Job], kinds: Outputs, overwrite: bool) -> list[Job]:
@@ -205,11 +246,11 @@ class _Writes:
 
     def __init__(self, pool: ThreadPoolExecutor, summary: Summary, report: Callable[[str], None]):
         self.pool, self.summary, self.report = pool, summary, report
-        self.pending: deque[tuple[Job, np.ndarray, Future]] = deque()
+        self.pending: deque[tuple[Job, np.ndarray, bool, Future]] = deque()
 
     def submit(self, job: Job, result: dict, kinds: Outputs) -> None:
-        depth = result["predicted_depth"]
-        self.pending.append((job, depth, self.pool.submit(write_outputs, job, result, kinds)))
+        depth = depth_of(result, kinds)
+        self.pending.append((job, depth, kinds.relative, self.pool.submit(write_outputs, job, result, kinds)))
         while len(self.pending) > MAX_PENDING_WRITES:
             self.finish_oldest()
 
@@ -218,7 +259,7 @@ class _Writes:
             self.finish_oldest()
 
     def finish_oldest(self) -> None:
-        job, depth, future = self.pending.popleft()
+        job, depth, relative, future = self.pending.popleft()
         try:
             future.result()
         except (OSError, ZoeDepthError) as e:
@@ -226,7 +267,7 @@ class _Writes:
             self.report(f"error: {job.source}: cannot write outputs: {e}")
             return
         self.summary.done += 1
-        self.report(f"{job.source}: {depth.shape[1]}x{depth.shape[0]}  {depth_summary(depth)}")
+        self.report(f"{job.source}: {depth.shape[1]}x{depth.shape[0]}  {depth_summary(depth, relative)}")
         bad = int(depth.size - np.count_nonzero(np.isfinite(depth)))
         if bad:
             self.report(
