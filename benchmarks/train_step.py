@@ -29,27 +29,27 @@ drop_path_rate=0.1, which both sides are loaded without (the original ZoeDepth t
 checked against each other.
 
 Method
-- One process holds all configurations. Both JAX configurations step one shared train state (the optimizer does
-  not depend on the compute dtype) and both torch configurations one shared model and optimizer: a step's work
-  does not depend on the values of the parameters, and one copy per side keeps the resident memory at two
-  states (parameters and AdamW's two moments: 3 x 1.4 GB per side at full size) plus what the running step
-  allocates (its activations and gradients; `make_train_step` donates the state, so the new state takes the old
-  one's buffers). A process per configuration would hold four states before any step's own memory; in one
-  process the steps also reuse each other's freed heap. `--configs` runs a subset (torch_eager_fp32 always runs:
-  it is the reference).
-- Set-up: the JAX side loads, creates the state and compiles its steps first (lower + compile, timed: the
-  compile time), then the torch side loads. Warm-up: one step of each configuration in the order jax_fp32,
-  jax_bf16, torch_eager_fp32, torch_eager_bf16, so that each side's fp32 step is its first and starts from the
-  loaded weights: the sanity check compares those two losses (same weights, same batch), relative 1e-3.
-- Rounds: `--runs` rounds, each running every configuration once in turn (SETTLE_S apart: the idle side's thread
-  pool stops spinning before the other runs), so that machine noise hits all configurations alike; reported per
-  configuration: median, min and max seconds per step, images per second, speed against torch_eager_fp32's
-  median of the same run, compile time and the loss of each step; for the process, its resident memory after
-  the warm-up and its peak.
+- One worker process per side, run one after the other: first zoedepth-jax (jax_fp32, jax_bf16), then PyTorch
+  (torch_eager_fp32, torch_eager_bf16). A side's step at full size needs most of a 24 GiB machine by itself (XLA
+  reports 14 GiB of temporaries for the fp32 step, on top of the 3.8 GiB state; `--json` records each compiled
+  step's buffer sizes), so the two sides never hold memory at the same time. Within a worker both
+  configurations step one shared train state (JAX: the optimizer does not depend on the compute dtype; torch:
+  one model and optimizer): a step's work does not depend on the values of the parameters. `make_train_step`
+  donates the state, so the new state takes the old one's buffers. `--configs` runs a subset (torch_eager_fp32
+  always runs: it is the reference).
+- In a worker: the side loads (JAX: creates the state and compiles its steps, lower + compile, timed: the
+  compile time); warm-up: one step of each configuration, fp32 first, so that each side's fp32 step starts from
+  the loaded weights: the sanity check compares the two sides' first fp32 losses (same weights, same batch),
+  relative 1e-3. Then `--runs` rounds, each running the worker's configurations once in turn (SETTLE_S apart),
+  so that machine noise hits both precisions of a side alike. The two sides run minutes apart: their ratio is
+  only as good as the machine is steady, which is why the load average at the start and end of each worker is
+  recorded. Reported per configuration: median, min and max seconds per step, images per second, speed against
+  torch_eager_fp32's median of the same run, compile time and the loss of each step; per worker, its resident
+  memory after the warm-up and its peak (VmHWM).
 - Output: a markdown table on stdout, progress on stderr, everything (per-run times and losses, the machine: CPU
   model, cores, AMX and bf16 flags; library versions, thread counts, XLA's buffer sizes of each compiled step,
-  the commit) in --json. The exit status is
-  1 when the loss check fails, after the report.
+  the commit) in --json. The exit status is 1 when the loss check fails, after the report; a worker that fails
+  ends the run with its error.
 
 `--quick` runs the tiny test architecture at 64x96, batch 2, 2 runs: a check that the script works, not a
 measurement.
@@ -76,6 +76,7 @@ from common import commit, machine_facts, process_memory_mib
 
 BENCHMARKS = Path(__file__).resolve().parent
 CONFIGS = ("jax_fp32", "jax_bf16", "torch_eager_fp32", "torch_eager_bf16")
+SIDES = ("jax", "torch")  # each side's configurations run in a worker process of their own, in this order
 ANCHOR = "torch_eager_fp32"
 FULL = {"height": 384, "width": 512, "batch": 2, "runs": 5}
 QUICK = {"height": 64, "width": 96, "batch": 2, "runs": 2}
@@ -219,11 +220,11 @@ def library_versions() -> dict:
     return versions
 
 
-def loss_check(configurations: dict[str, Configuration]) -> dict | None:
+def loss_check(configurations: dict[str, dict]) -> dict | None:
     """The first-step losses of jax_fp32 and torch_eager_fp32 (same weights, same batch), or None without jax_fp32."""
     if "jax_fp32" not in configurations:
         return None
-    jax_loss, torch_loss = configurations["jax_fp32"].losses[0], configurations[ANCHOR].losses[0]
+    jax_loss, torch_loss = configurations["jax_fp32"]["losses"][0], configurations[ANCHOR]["losses"][0]
     difference = abs(jax_loss - torch_loss) / abs(torch_loss)
     return {
         "jax_fp32": jax_loss,
@@ -234,24 +235,26 @@ def loss_check(configurations: dict[str, Configuration]) -> dict | None:
     }
 
 
-def summarize(configurations: dict[str, Configuration], batch: int) -> list[dict]:
-    anchor_median = statistics.median(configurations[ANCHOR].times_s)
+def summarize(configurations: dict[str, dict], batch: int) -> list[dict]:
+    """Per configuration (as the workers wrote them): times, speed against the anchor, losses."""
+    anchor_median = statistics.median(configurations[ANCHOR]["times_s"])
     results = []
     for name, configuration in configurations.items():
-        median = statistics.median(configuration.times_s)
+        times = configuration["times_s"]
+        median = statistics.median(times)
         results.append(
             {
                 "config": name,
-                "times_s": configuration.times_s,
+                "times_s": times,
                 "median_s": median,
-                "min_s": min(configuration.times_s),
-                "max_s": max(configuration.times_s),
+                "min_s": min(times),
+                "max_s": max(times),
                 "images_per_s": batch / median,
                 "speedup_vs_torch_eager_fp32": anchor_median / median,
-                "compile_s": configuration.compile_s,
-                "first_step_loss": configuration.losses[0],
-                "losses": configuration.losses,
-                "details": configuration.details,
+                "compile_s": configuration["compile_s"],
+                "first_step_loss": configuration["losses"][0],
+                "losses": configuration["losses"],
+                "details": configuration["details"],
             }
         )
     return results
@@ -314,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="a one-domain save_pretrained folder; built there if absent")
     parser.add_argument("--quick", action="store_true", help="the tiny test architecture: a check of the script")
     parser.add_argument("--json", type=Path, help="also write all results here")
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)  # one side's process (run_worker)
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
@@ -328,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     from zoedepth_jax.training.config import TrainConfig
 
     config = TrainConfig(total_steps=TOTAL_STEPS)  # ZoeD-N's recipe (TrainConfig.for_model of a one-domain model)
+    if args.worker:
+        worker_main(args.worker, [name for name in CONFIGS if name in chosen], args, config)
+        return 0
     result = {
         "settings": {
             "variant": VARIANT,
@@ -337,44 +344,69 @@ def main(argv: list[str] | None = None) -> int:
             "configs": names,
             "dropout_and_drop_path": 0.0,
             "train_config": dataclasses.asdict(config),
-            "rule": "one process; interleaved rounds after one warm-up step each; speed against torch_eager_fp32's "
-            "median of the same run",
+            "rule": "one worker process per side, jax then torch; in each, interleaved rounds after one warm-up "
+            "step per configuration; speed against torch_eager_fp32's median of the same run",
         },
         "machine": machine_facts(),
         "commit": commit(),
         "versions": library_versions(),
-        "load_average_start": os.getloadavg(),
     }
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="train_step_") as scratch:
         folder = prepare_checkpoint(args, Path(scratch))
-        data = training_batch(args.batch, args.height, args.width)
-        jax_names = [name for name in names if name.startswith("jax")]
-        torch_names = [name for name in names if name.startswith("torch")]
-        configurations = setup_jax(folder, data, jax_names, config) if jax_names else []
-        configurations += setup_torch(folder, data, torch_names, config)
-    configurations = {c.name: c for c in configurations}
-    for configuration in configurations.values():
-        seconds = configuration.run()
-        log(f"{configuration.name}: warm-up step {seconds:.2f} s, loss {configuration.losses[-1]:.6g}")
-    result["setup_and_warmup_s"] = time.perf_counter() - start
-    result["rss_after_warmup_mib"] = process_memory_mib()["rss"]
-    for round_index in range(args.runs):
-        for configuration in configurations.values():
-            time.sleep(SETTLE_S)
-            configuration.times_s.append(configuration.run())
-        timings = ", ".join(f"{c.name} {c.times_s[-1]:.2f} s" for c in configurations.values())
-        log(f"round {round_index + 1}/{args.runs}: {timings}")
-    result |= {"peak_rss_mib": process_memory_mib()["peak"], "load_average_end": os.getloadavg()}
+        workers = {}
+        for side in SIDES:
+            side_names = [name for name in names if name.startswith(side)]
+            if side_names:
+                workers[side] = run_worker(side, side_names, folder, args, Path(scratch) / f"{side}.json")
     result["total_s"] = time.perf_counter() - start
+    result["workers"] = {side: worker["process"] for side, worker in workers.items()}
+    configurations = {c["name"]: c for worker in workers.values() for c in worker["configurations"]}
     result["results"] = summarize(configurations, args.batch)
     result["loss_check"] = check = loss_check(configurations)
     print(markdown_table(result["results"], check))
-    memory = f"{result['rss_after_warmup_mib']:.0f} MiB after the warm-up, peak {result['peak_rss_mib']:.0f} MiB"
-    log(f"resident memory: {memory}")
+    for side, process in result["workers"].items():
+        memory = f"{process['rss_after_warmup_mib']:.0f} MiB after the warm-up, peak {process['peak_mib']:.0f} MiB"
+        log(f"{side} worker: {memory}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 1 if check is not None and not check["passed"] else 0
+
+
+def run_worker(side: str, names: list[str], folder: Path, args: argparse.Namespace, out: Path) -> dict:
+    """Runs one side's configurations in a process of their own and returns what it wrote to `out`."""
+    command = [sys.executable, __file__, "--worker", side, "--configs", ",".join(names), "--checkpoint", str(folder)]
+    command += ["--height", str(args.height), "--width", str(args.width), "--batch", str(args.batch)]
+    command += ["--runs", str(args.runs), "--json", str(out)]
+    log(f"{side} worker: {', '.join(names)}")
+    completed = subprocess.run(command, cwd=BENCHMARKS)
+    if completed.returncode != 0:
+        raise SystemExit(f"the {side} worker failed (exit status {completed.returncode}); its log is above")
+    return json.loads(out.read_text())
+
+
+def worker_main(side: str, names: list[str], args: argparse.Namespace, config) -> None:
+    """One side: set-up, a warm-up step per configuration, `args.runs` interleaved rounds; writes --json."""
+    start = time.perf_counter()
+    data = training_batch(args.batch, args.height, args.width)
+    setup = {"jax": setup_jax, "torch": setup_torch}[side]
+    configurations = setup(args.checkpoint, data, names, config)
+    process = {"load_average_start": os.getloadavg()}
+    for configuration in configurations:
+        seconds = configuration.run()
+        log(f"{configuration.name}: warm-up step {seconds:.2f} s, loss {configuration.losses[-1]:.6g}")
+    process["setup_and_warmup_s"] = time.perf_counter() - start
+    process["rss_after_warmup_mib"] = process_memory_mib()["rss"]
+    for round_index in range(args.runs):
+        for configuration in configurations:
+            time.sleep(SETTLE_S)
+            configuration.times_s.append(configuration.run())
+        timings = ", ".join(f"{c.name} {c.times_s[-1]:.2f} s" for c in configurations)
+        log(f"{side} round {round_index + 1}/{args.runs}: {timings}")
+    process |= {"peak_mib": process_memory_mib()["peak"], "load_average_end": os.getloadavg()}
+    fields = ("name", "compile_s", "details", "times_s", "losses")
+    written = [{field: getattr(c, field) for field in fields} for c in configurations]
+    args.json.write_text(json.dumps({"process": process, "configurations": written}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
