@@ -620,3 +620,198 @@ def run_reference_on_dinov2(model: HFZoeDepth, images_nchw: np.ndarray) -> dict[
     for stage, feature_map in zip(stages, captured["backbone"].feature_maps, strict=True):
         result[f"backbone_stage{stage}"] = feature_map.numpy()
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Depth Anything V1 metric checkpoints (tests/test_depth_anything_v1_metric.py)
+#
+# The original (LiheYoung/Depth-Anything metric_depth/) is ZoeDepth's single metric head on DINOv2 and Depth
+# Anything's DPT head. transformers' ZoeDepth on a Dinov2Backbone holds the same parameters; instance patches make
+# it compute what the original computes (`reproduce_depth_anything_v1`):
+#   * the vendored DINOv2 resizes the position embeddings by the scale factors ((rows + 0.1) / s, (cols + 0.1) / s)
+#     (`dinov2_offset_interpolation`), not to the grid's size;
+#   * the DPT head drops the CLS token (use_clstoken=False), which transformers' ZoeDepth cannot run (with
+#     readout_type="ignore" its reassemble stage reshapes the maps as token sequences and fails), and its fusion
+#     blocks upsample to the next map's size: transformers' own Depth Anything reassemble and fusion stages,
+#     holding the ZoeDepth neck's weights;
+#   * output_conv1's map is resized to the input size (patch_h * 14, patch_w * 14), not 2x.
+#
+# `depth_anything_v1_state_dict` is the transformers -> original name map, written out independently of
+# zoedepth_jax.weights.depth_anything_v1 (which maps the other way), with the original module tree as the arbiter
+# (tests/data/depth_anything_v1_layouts.json).
+#
+#   P = core.core.pretrained, H = core.core.depth_head, S = H.scratch
+#   transformers (as saved)                                   original (depth_anything_metric_depth_*.pt, "model")
+#   backbone.embeddings.cls_token / mask_token                P.cls_token / P.mask_token
+#   backbone.embeddings.position_embeddings                   P.pos_embed
+#   backbone.embeddings.patch_embeddings.projection.*         P.patch_embed.proj.*
+#   backbone.encoder.layer.i.{norm1,norm2,mlp.fc1,mlp.fc2}.*  P.blocks.i.{same}.*
+#   ...layer.i.attention.attention.{query,key,value}.*        P.blocks.i.attn.qkv.* (stacked in that order)
+#   ...layer.i.attention.output.dense.*                       P.blocks.i.attn.proj.*
+#   ...layer.i.layer_scale1 / layer_scale2.lambda1            P.blocks.i.ls1 / ls2.gamma
+#   backbone.layernorm.*                                      P.norm.*
+#   neck.reassemble_stage.layers.k.projection / resize.*      H.projects.k.* / H.resize_layers.k.*
+#   neck.convs.k.weight                                       S.layer{k+1}_rn.weight
+#   neck.fusion_stage.layers.k.projection.*                   S.refinenet{4-k}.out_conv.*
+#   ...fusion_stage.layers.k.residual_layer{u}.convolution{c}.*  S.refinenet{4-k}.resConfUnit{u}.conv{c}.*
+#   relative_head.conv1 / conv2 / conv3.*                     S.output_conv1.* / S.output_conv2.0.* / .2.*
+#   metric_head.<module>.conv1 / conv2.*                      <module>._net.0.* / ._net.2.* (seed_bin_regressor,
+#                                                             seed_projector, projectors.i, attractors.i)
+#   metric_head.conv2.*, metric_head.conditional_log_binomial.mlp.*   conv2.*, conditional_log_binomial.mlp.*
+#   (none)                                                    conditional_log_binomial.log_binomial_transform.*
+# ---------------------------------------------------------------------------------------------------------------
+
+# The original's interpolate_offset (vendored DINOv2) and depth ranges per variant (its dataset configs).
+DINOV2_INTERPOLATE_OFFSET = 0.1
+DEPTH_ANYTHING_V1_VARIANTS = {
+    "indoor": dict(bin_centers_type="softplus", name="nyu", max_depth=10.0),
+    "outdoor": dict(bin_centers_type="softplus", name="kitti", max_depth=80.0),  # the released layout: as indoor
+    "outdoor-normed": dict(bin_centers_type="normed", name="kitti", max_depth=80.0),  # the KITTI model config's
+}
+# A tiny DINOv2 with DINOv2's 64-wide attention heads (the head count is not in the weights), four layers.
+TINY_DEPTH_ANYTHING_V1_BACKBONE = dict(hidden_size=128, num_attention_heads=2)
+
+
+def depth_anything_v1_hf_config(kind: str, full: bool = False) -> HFZoeDepthConfig:
+    """transformers' ZoeDepth on DINOv2 with the parameters of a Depth Anything V1 metric model: CLS token
+    dropped, the last four layers layernormed, one head of `kind`'s bins. Tiny, or ViT-L/14 with the released neck."""
+    settings = DEPTH_ANYTHING_V1_VARIANTS[kind]
+    if full:
+        backbone = dinov2_config(full=True, out_indices=[21, 22, 23, 24], reshape_hidden_states=False)
+        head = dict(neck_hidden_sizes=[256, 512, 1024, 1024])
+    else:
+        backbone = dinov2_config(
+            **TINY_DEPTH_ANYTHING_V1_BACKBONE, out_indices=[1, 2, 3, 4], reshape_hidden_states=False
+        )
+        head = TINY_HEAD
+    bins = {"name": settings["name"], "n_bins": 64, "min_depth": 1e-3, "max_depth": settings["max_depth"]}
+    return HFZoeDepthConfig(
+        backbone_config=backbone,
+        backbone_hidden_size=backbone.hidden_size,
+        readout_type="ignore",
+        bin_centers_type=settings["bin_centers_type"],
+        bin_configurations=[bins],
+        **head,
+    )
+
+
+def dinov2_offset_interpolation(embeddings, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The vendored DINOv2's `interpolate_pos_encoding` rule, as a replacement for the method of transformers'
+    `Dinov2Embeddings`: the table itself for a square input on the pretraining grid, else bicubic by the scale
+    factors ((rows + 0.1) / s, (cols + 0.1) / s), in fp32."""
+    table = embeddings.position_embeddings
+    positions = table.shape[1] - 1
+    if tokens.shape[1] - 1 == positions and height == width:
+        return table
+    side = math.sqrt(positions)
+    rows = height // embeddings.patch_size + DINOV2_INTERPOLATE_OFFSET
+    cols = width // embeddings.patch_size + DINOV2_INTERPOLATE_OFFSET
+    grid = table[:, 1:].float().reshape(1, int(side), int(side), -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, scale_factor=(rows / side, cols / side), mode="bicubic")
+    assert grid.shape[-2:] == (int(rows), int(cols))
+    patches = grid.permute(0, 2, 3, 1).reshape(1, -1, table.shape[-1]).to(table.dtype)
+    return torch.cat([table[:, :1], patches], dim=1)
+
+
+def reproduce_depth_anything_v1(model: HFZoeDepth) -> HFZoeDepth:
+    """Patches a transformers ZoeDepth-on-DINOv2 instance to compute as the original Depth Anything V1 metric model
+    (see above); returns it."""
+    import types
+
+    from transformers import DepthAnythingConfig as HFDepthAnythingConfig
+    from transformers.models.depth_anything import modeling_depth_anything as depth_anything
+
+    embeddings = model.backbone.embeddings
+    embeddings.interpolate_pos_encoding = types.MethodType(dinov2_offset_interpolation, embeddings)
+    config = model.config
+    neck = HFDepthAnythingConfig(
+        reassemble_hidden_size=config.backbone_hidden_size,
+        reassemble_factors=config.reassemble_factors,
+        neck_hidden_sizes=config.neck_hidden_sizes,
+        fusion_hidden_size=config.fusion_hidden_size,
+    )
+    for name, stage in [
+        ("reassemble_stage", depth_anything.DepthAnythingReassembleStage(neck)),
+        ("fusion_stage", depth_anything.DepthAnythingFeatureFusionStage(neck)),
+    ]:
+        stage.load_state_dict(getattr(model.neck, name).state_dict())  # strict: the same parameters
+        setattr(model.neck, name, stage.eval())
+
+    def resize_head_to_input(module, args):
+        height, width = args[0].shape[-2:]
+        module.relative_head.upsample = torch.nn.Upsample(size=(height, width), mode="bilinear", align_corners=True)
+
+    model.register_forward_pre_hook(resize_head_to_input)
+    return model
+
+
+def depth_anything_v1_state_dict(hf_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A transformers ZoeDepth-on-DINOv2 state dict (the names of a saved model.safetensors) in the original Depth
+    Anything V1 metric layout, with the buffers only the original files hold (see the map above)."""
+    import re
+
+    renames = [
+        (r"^backbone\.embeddings\.position_embeddings$", "core.core.pretrained.pos_embed"),
+        (r"^backbone\.embeddings\.patch_embeddings\.projection\.", "core.core.pretrained.patch_embed.proj."),
+        (r"^backbone\.embeddings\.", "core.core.pretrained."),
+        (r"^backbone\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"core.core.pretrained.blocks.\1.attn.proj."),
+        (
+            r"^backbone\.encoder\.layer\.(\d+)\.layer_scale([12])\.lambda1$",
+            r"core.core.pretrained.blocks.\1.ls\2.gamma",
+        ),
+        (r"^backbone\.encoder\.layer\.(\d+)\.", r"core.core.pretrained.blocks.\1."),
+        (r"^backbone\.layernorm\.", "core.core.pretrained.norm."),
+        (r"^neck\.reassemble_stage\.layers\.(\d)\.projection\.", r"core.core.depth_head.projects.\1."),
+        (r"^neck\.reassemble_stage\.layers\.(\d)\.resize\.", r"core.core.depth_head.resize_layers.\1."),
+        (r"^neck\.convs\.(\d)\.", lambda m: f"core.core.depth_head.scratch.layer{int(m[1]) + 1}_rn."),
+        (r"^neck\.fusion_stage\.layers\.(\d)\.", lambda m: f"core.core.depth_head.scratch.refinenet{4 - int(m[1])}."),
+        (r"(refinenet\d)\.projection\.", r"\1.out_conv."),
+        (r"\.residual_layer([12])\.convolution([12])\.", r".resConfUnit\1.conv\2."),
+        (r"^relative_head\.conv1\.", "core.core.depth_head.scratch.output_conv1."),
+        (r"^relative_head\.conv2\.", "core.core.depth_head.scratch.output_conv2.0."),
+        (r"^relative_head\.conv3\.", "core.core.depth_head.scratch.output_conv2.2."),
+        (r"^metric_head\.", ""),
+        (
+            r"^(seed_bin_regressor|seed_projector|projectors\.\d+|attractors\.\d+)\.conv([12])\.",
+            lambda m: f"{m[1]}._net.{2 * int(m[2]) - 2}.",
+        ),
+    ]
+    out: dict[str, np.ndarray] = {}
+    fused: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in hf_state.items():
+        qkv = re.match(
+            r"^backbone\.encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)$", name
+        )
+        if qkv:
+            fused.setdefault(f"core.core.pretrained.blocks.{qkv[1]}.attn.qkv.{qkv[3]}", {})[qkv[2]] = value
+            continue
+        for pattern, replacement in renames:
+            name = re.sub(pattern, replacement, name)
+        out[name] = value
+    for target, parts in fused.items():
+        out[target] = np.concatenate([parts["query"], parts["key"], parts["value"]], axis=0)
+    n_bins = out["seed_bin_regressor._net.2.weight"].shape[0]
+    out["conditional_log_binomial.log_binomial_transform.k_idx"] = np.arange(n_bins, dtype=np.int64).reshape(
+        1, -1, 1, 1
+    )
+    out["conditional_log_binomial.log_binomial_transform.K_minus_1"] = np.full((1, 1, 1, 1), n_bins - 1, np.float32)
+    return out
+
+
+def build_depth_anything_v1(kind: str, path: Path, seed: int = 0, full: bool = False) -> HFZoeDepth:
+    """A re-drawn transformers model as a Depth Anything V1 metric `.pt` would hold it (tiny, or full size), written
+    to `path` as the original trainer writes its checkpoints; returns the model, patched to compute as the
+    original does (`reproduce_depth_anything_v1`), in eval mode."""
+    import tempfile
+
+    from safetensors.numpy import load_file
+
+    torch.manual_seed(seed)
+    model = HFZoeDepth(depth_anything_v1_hf_config(kind, full)).eval()
+    redraw(model, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)  # the serialized (hub) names, which the map above is written for
+        hf_state = load_file(Path(folder) / "model.safetensors")
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in depth_anything_v1_state_dict(hf_state).items()}
+    torch.save({"model": state, "optimizer": None, "epoch": 5}, path)
+    return reproduce_depth_anything_v1(model)

@@ -105,8 +105,12 @@ does), in one of two formats:
                  artifact, not part of it: load them with from_pretrained. Outputs (predicted_depth [B, H, W],
                  domain_logits [B, 2], or [B, 0] for single-head models).
   --format onnx  an ONNX graph with the weights inside (needs the onnx extra: pip install 'zoedepth-jax[onnx]'),
-                 for ONNX Runtime, TensorRT or OpenVINO. Input pixel_values, outputs predicted_depth and, for
-                 nyu-kitti, domain_logits; any batch size; each image routed to its head by its own logits."""
+                 for ONNX Runtime, TensorRT or OpenVINO. Input pixel_values, outputs predicted_depth
+                 (predicted_relative_depth for a Depth Anything relative model) and, for nyu-kitti,
+                 domain_logits; any batch size; each image routed to its head by its own logits.
+
+HEIGHT and WIDTH are multiples of the model's patch size: 16 for ZoeDepth on BEiT, 14 for the DINOv2 models
+(Depth Anything, ZoeDepth on DINOv2). Default: 384x512 for patch 16, 392x518 for patch 14."""
 
 
 def _add_command(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -291,10 +295,16 @@ def _add_convert_parser(commands) -> None:
         description=_CONVERT_DESCRIPTION,
     )
     convert.add_argument(
-        "src", metavar="SRC", help="hub id (e.g. Intel/zoedepth-nyu-kitti), local checkpoint folder or ZoeD_M12_*.pt"
+        "src",
+        metavar="SRC",
+        help="hub id (e.g. Intel/zoedepth-nyu-kitti), local checkpoint folder, ZoeD_M12_*.pt or "
+        "depth_anything_metric_depth_*.pt",
     )
     convert.add_argument(
-        "--variant", choices=["N", "K", "NK"], help="for a .pt file: its variant (default: detected from its keys)"
+        "--variant",
+        choices=["N", "K", "NK", "indoor", "outdoor"],
+        help="for a .pt file: its variant, ZoeD_M12 N, K or NK (default: detected from its keys), or Depth Anything V1 "
+        "metric indoor or outdoor (required: both released files have the same keys)",
     )
     convert.add_argument(
         "--kitti-max-depth-80",
@@ -315,8 +325,12 @@ def _add_export_parser(commands) -> None:
     )
     export.add_argument("out", metavar="OUT", help="file to write, e.g. zoedepth-384x512.jaxexport")
     export.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR", help="hub id or local folder")
-    export.add_argument("--height", type=int, default=384, help="input height in pixels (multiple of 16)")
-    export.add_argument("--width", type=int, default=512, help="input width in pixels (multiple of 16)")
+    export.add_argument(
+        "--height", type=int, default=None, help="input height in pixels, a multiple of the patch size (16 or 14)"
+    )
+    export.add_argument(
+        "--width", type=int, default=None, help="input width in pixels, a multiple of the patch size (16 or 14)"
+    )
     export.add_argument("--format", choices=("jax", "onnx"), default="jax", help="the file's format (default: jax)")
     export.add_argument(
         "--batch-size",
@@ -407,6 +421,11 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# export's default input size by patch size: the released ZoeDepth size (BEiT, 16) and Depth Anything V1 metric's
+# (DINOv2, 14).
+_EXPORT_SIZES = {16: (384, 512), 14: (392, 518)}
+
+
 def _export(args: argparse.Namespace) -> int:
     if args.format == "onnx" and args.batch_size is not None:
         raise ZoeDepthError("--batch-size applies to --format jax; an ONNX graph takes any batch size")
@@ -415,13 +434,19 @@ def _export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     refuse_to_overwrite([out], args.overwrite)  # before the load and the trace, which take a while
     model, variables = from_pretrained(args.model)
+    patch = model.config.backbone_config.patch_size
+    default_height, default_width = _EXPORT_SIZES.get(patch, (None, None))
+    height = args.height if args.height is not None else default_height
+    width = args.width if args.width is not None else default_width
+    if height is None or width is None:
+        raise ZoeDepthError(f"the model's patch size is {patch}: give --height and --width, multiples of {patch}")
     if args.format == "onnx":
-        export_onnx(model, variables, out, args.height, args.width, overwrite=args.overwrite, opset=args.opset)
+        export_onnx(model, variables, out, height, width, overwrite=args.overwrite, opset=args.opset)
     else:
-        exported = export_model(model, variables, args.height, args.width, args.batch_size)
+        exported = export_model(model, variables, height, width, args.batch_size)
         save_exported(out, exported, overwrite=args.overwrite)
     batch = "any batch size" if args.batch_size is None else f"batch {args.batch_size}"
-    print(f"exported {args.model} for {args.height}x{args.width}, {batch} -> {out} ({out.stat().st_size:,} bytes)")
+    print(f"exported {args.model} for {height}x{width}, {batch} -> {out} ({out.stat().st_size:,} bytes)")
     return 0
 
 
@@ -567,6 +592,9 @@ them (16-bit PNGs of depth x --depth-scale, 0 = no depth), as `eval` reads them,
 
 Training follows the original ZoeDepth recipe (AdamW, one-cycle schedule over --steps, the original
 augmentations: flip, rotation, colour; --crop adds a random crop, needed when the images differ in size).
+The model has a ZoeDepth head: ZoeDepth on BEiT, or on DINOv2 (Depth Anything V1 metric included, converted
+first with `zoedepth-jax convert --variant`), which trains with Depth Anything's groups and rates; Depth Anything
+V2 models are refused.
 RUN_DIR receives metrics.jsonl (losses per step, validation metrics), Orbax checkpoints (checkpoints/), the best
 weights by validation abs_rel (best/) and, at the end, the fine-tuned model (final/), which
 `zoedepth-jax predict --model RUN_DIR/final` loads. Running the same command again on a RUN_DIR with a

@@ -201,7 +201,14 @@ _DINOV2_REQUIRED = {"use_swiglu_ffn": False, "hidden_act": "gelu", "num_channels
 class Dinov2Config:
     """The DINOv2 backbone (transformers `Dinov2Model` / `Dinov2Backbone`): ViT with patch 14, a CLS token,
     absolute position embeddings interpolated to the input's patch grid, and layer scale. Depth Anything uses
-    ViT-S/14 (384 wide, 12 layers), ViT-B/14 (768, 12) and ViT-L/14 (1024, 24), all pretrained at 518."""
+    ViT-S/14 (384 wide, 12 layers), ViT-B/14 (768, 12) and ViT-L/14 (1024, 24), all pretrained at 518.
+
+    `interpolate_offset` chooses how the position embeddings are resized for an input whose patch grid is not the
+    pretraining grid. 0 (the default) is transformers' rule: bicubic to the grid's size. A positive offset is the
+    rule of DINOv2's own code (facebookresearch/dinov2, and the copy Depth Anything V1 runs, with 0.1): bicubic by
+    the scale factors ((rows + offset) / s, (cols + offset) / s) of the s x s table, which samples the table at
+    slightly different points (also along an axis whose size does not change). The Depth Anything V1 metric
+    checkpoints load with 0.1; transformers does not read the field."""
 
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -218,6 +225,7 @@ class Dinov2Config:
     drop_path_rate: float = 0.0  # recorded only: the DINOv2 modules run the inference path
     hidden_dropout_prob: float = 0.0  # recorded only, as drop_path_rate
     attention_probs_dropout_prob: float = 0.0  # recorded only, as drop_path_rate
+    interpolate_offset: float = 0.0  # position-embedding resize rule: 0 = transformers', > 0 = DINOv2's (above)
     extra: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -254,6 +262,12 @@ class Dinov2Config:
             raise ConfigError(f"{where}.image_size = {self.image_size} is smaller than patch_size = {self.patch_size}")
         if self.mlp_ratio <= 0:
             raise ConfigError(f"{where}.mlp_ratio = {self.mlp_ratio!r} must be positive")
+        offset = self.interpolate_offset
+        if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not 0 <= offset < 1:
+            raise ConfigError(
+                f"{where}.interpolate_offset = {offset!r}: expected a number in [0, 1) (0: transformers' resize of "
+                "the position embeddings; DINOv2's own code uses 0.1)"
+            )
 
     @property
     def position_grid(self) -> int:
@@ -397,6 +411,11 @@ class ZoeDepthConfig(_ModelConfigFiles):
     patch_transformer_intermediate_size: int | None = None
     patch_transformer_num_attention_heads: int | None = None
     batch_norm_eps: float = 1e-5  # recorded only: batch norm in the fusion residuals is not supported
+    # How the DPT neck and relative head resize. False: transformers' ZoeDepth, each fusion layer and the relative
+    # head upsample 2x. True: Depth Anything's DPTHead (the Depth Anything V1 metric checkpoints): each fusion
+    # layer but the last upsamples to the size of the next map, and the relative head resizes to the input size
+    # (a patch-14 model then predicts depth at the input size, not at 16/14 of it). transformers does not read it.
+    depth_anything_dpt: bool = False
     extra: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -442,6 +461,8 @@ class ZoeDepthConfig(_ModelConfigFiles):
             fail("bin_centers_type", "expected 'normed' or 'softplus' (no released checkpoint uses 'hybrid' kinds)")
         if self.attractor_kind not in ("mean", "sum"):
             fail("attractor_kind", "expected 'mean' or 'sum'")
+        if not isinstance(self.depth_anything_dpt, bool):
+            fail("depth_anything_dpt", "expected true or false")
         if isinstance(self.backbone_config, Dinov2Config) and self.backbone_config.reshape_hidden_states:
             raise ConfigError(
                 "backbone_config.reshape_hidden_states = True: ZoeDepth's neck reads token sequences with the CLS "
@@ -503,6 +524,7 @@ class ZoeDepthConfig(_ModelConfigFiles):
             fusion_hidden_size=self.fusion_hidden_size,
             readout_type=self.readout_type,
             fusion_residual_bias=self.fusion_residual_bias,
+            upsample_to_next_map=self.depth_anything_dpt,
         )
 
     def to_dict(self) -> dict:

@@ -30,15 +30,17 @@ def _fma(a, b, c, dtype) -> np.ndarray:
     return (np.asarray(a, np.float64) * np.asarray(b, np.float64) + np.asarray(c, np.float64)).astype(dtype)
 
 
-def _source_index(in_size: int, out_size: int, align_corners: bool, cubic: bool, dtype) -> np.ndarray:
-    """torch's `area_pixel_compute_source_index` for every output index, computed in `dtype` as torch does."""
+def _source_index(in_size: int, out_size: int, align_corners: bool, cubic: bool, dtype, factor=None) -> np.ndarray:
+    """torch's `area_pixel_compute_source_index` for every output index, computed in `dtype` as torch does.
+    `factor`: the scale factor torch was given instead of a size (it then samples at 1 / factor, not in / out)."""
     dst = np.arange(out_size).astype(dtype)
     if align_corners:
         scale = dtype(in_size - 1) / dtype(out_size - 1) if out_size > 1 else dtype(0)
         return scale * dst
-    # A size (not a scale factor) was given: the scale is in/out. Linear modes clamp negative sources to 0;
-    # cubic keeps them and lets the border clamp of the taps handle them.
-    src = _fma(dtype(in_size) / dtype(out_size), dst + dtype(0.5), dtype(-0.5), dtype)
+    # Without a factor the scale is in/out; with one it is 1 / factor, computed in float64 and then rounded. Linear
+    # modes clamp negative sources to 0; cubic keeps them and lets the border clamp of the taps handle them.
+    scale = dtype(in_size) / dtype(out_size) if factor is None else dtype(1.0 / factor)
+    src = _fma(scale, dst + dtype(0.5), dtype(-0.5), dtype)
     return src if cubic else np.maximum(src, dtype(0))
 
 
@@ -50,18 +52,19 @@ def _floor_and_fraction(src: np.ndarray, in_size: int) -> tuple[np.ndarray, np.n
     return lower, fraction
 
 
-def _linear_taps(in_size: int, out_size: int, align_corners: bool, dtype) -> tuple[np.ndarray, np.ndarray]:
+def _linear_taps(in_size: int, out_size: int, align_corners: bool, dtype, factor=None) -> tuple[np.ndarray, np.ndarray]:
     """Indices [2, out] and weights [2, out] of the two samples torch's bilinear kernel combines."""
-    lower, fraction = _floor_and_fraction(_source_index(in_size, out_size, align_corners, False, dtype), in_size)
+    source = _source_index(in_size, out_size, align_corners, False, dtype, factor)
+    lower, fraction = _floor_and_fraction(source, in_size)
     indices = np.stack([lower, np.minimum(lower + 1, in_size - 1)])
     return indices, np.stack([dtype(1) - fraction, fraction])
 
 
-def _cubic_taps(in_size: int, out_size: int, align_corners: bool, dtype) -> tuple[np.ndarray, np.ndarray]:
+def _cubic_taps(in_size: int, out_size: int, align_corners: bool, dtype, factor=None) -> tuple[np.ndarray, np.ndarray]:
     """Indices [4, out] and weights [4, out] of torch's bicubic kernel: samples lower-1 .. lower+2 clamped to
     the image (border replication), weights of the cubic convolution with a = -0.75 at distances 1+t, t, 1-t,
     2-t, each evaluated with torch's polynomial, in torch's order of operations."""
-    lower, t = _floor_and_fraction(_source_index(in_size, out_size, align_corners, True, dtype), in_size)
+    lower, t = _floor_and_fraction(_source_index(in_size, out_size, align_corners, True, dtype, factor), in_size)
     a = dtype(CUBIC_A)
 
     # ((a+2)d - (a+3))d² + 1 for |d| <= 1 and ((ad - 5a)d + 8a)d - 4a for 1 < |d| < 2, with torch's contractions.
@@ -77,13 +80,13 @@ def _cubic_taps(in_size: int, out_size: int, align_corners: bool, dtype) -> tupl
     return indices, weights
 
 
-def _resize_axis(x, axis: int, out_size: int, align_corners: bool, taps) -> jnp.ndarray | np.ndarray:
+def _resize_axis(x, axis: int, out_size: int, align_corners: bool, taps, factor=None) -> jnp.ndarray | np.ndarray:
     in_size = x.shape[axis]
-    if in_size == out_size:  # torch copies: every tap but one has weight exactly 0
+    if in_size == out_size and factor is None:  # torch copies: every tap but one has weight exactly 0
         return x
     xp = np if isinstance(x, np.ndarray) else jnp
     dtype = np.float64 if x.dtype == np.float64 else np.float32  # torch's compute type for the coordinates
-    indices, weights = taps(in_size, out_size, align_corners, dtype)
+    indices, weights = taps(in_size, out_size, align_corners, dtype, factor)
     shape = [1] * x.ndim
     shape[axis] = out_size
     result = None
@@ -93,10 +96,10 @@ def _resize_axis(x, axis: int, out_size: int, align_corners: bool, taps) -> jnp.
     return result
 
 
-def _resize(x, size, align_corners, axes, taps):
+def _resize(x, size, align_corners, axes, taps, factors=(None, None)):
     height_axis, width_axis = axes
-    x = _resize_axis(x, width_axis, size[1], align_corners, taps)
-    return _resize_axis(x, height_axis, size[0], align_corners, taps)
+    x = _resize_axis(x, width_axis, size[1], align_corners, taps, factors[1])
+    return _resize_axis(x, height_axis, size[0], align_corners, taps, factors[0])
 
 
 def resize_bilinear(x, size: tuple[int, int], align_corners: bool, axes: tuple[int, int] = (1, 2)):
@@ -108,11 +111,21 @@ def resize_bilinear(x, size: tuple[int, int], align_corners: bool, axes: tuple[i
     return _resize(x, size, align_corners, axes, _linear_taps)
 
 
-def resize_bicubic(x, size: tuple[int, int], align_corners: bool = False, axes: tuple[int, int] = (1, 2)):
+def resize_bicubic(
+    x,
+    size: tuple[int, int],
+    align_corners: bool = False,
+    axes: tuple[int, int] = (1, 2),
+    scale_factors: tuple[float, float] | None = None,
+):
     """Bicubic resize of the two `axes` of `x` (NHWC by default) to `size`, as torch's `interpolate`.
 
     Matches `interpolate(mode="bicubic", size=size, align_corners=..., antialias=False)`: cubic convolution with
     a = -0.75 over four samples per axis, indices past the border clamped to the edge sample. No clamping of the
     values: like torch on float tensors, the result can overshoot the input's range near edges.
+
+    `scale_factors` (height, width), with `align_corners=False`: matches `interpolate(scale_factor=...)` instead,
+    where `size` is the size torch derives from them (the floor of input size x factor): torch then places the
+    samples by the factors rather than by the sizes, and resamples an axis even where its size does not change.
     """
-    return _resize(x, size, align_corners, axes, _cubic_taps)
+    return _resize(x, size, align_corners, axes, _cubic_taps, scale_factors or (None, None))

@@ -45,11 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from zoedepth_jax.config import Dinov2Config
 from zoedepth_jax.errors import ArgumentError
 from zoedepth_jax.inference.depth_anything_processor import DepthAnythingImageProcessor
 from zoedepth_jax.inference.depth_images import colorize_uncertainty, depth_preview
 from zoedepth_jax.inference.images import load_image
-from zoedepth_jax.inference.processor import ImageProcessor, ZoeDepthImageProcessor
+from zoedepth_jax.inference.processor import DEPTH_ANYTHING_V1_METRIC_DEFAULTS, ImageProcessor, ZoeDepthImageProcessor
 from zoedepth_jax.modeling.depth_anything import DepthAnythingForDepthEstimation
 from zoedepth_jax.modeling.models import DepthModel
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
@@ -68,6 +69,15 @@ PROCESSORS: dict[type, type[ImageProcessor]] = {
     ZoeDepthForDepthEstimation: ZoeDepthImageProcessor,
     DepthAnythingForDepthEstimation: DepthAnythingImageProcessor,
 }
+
+
+def released_processor(model: DepthModel) -> ImageProcessor:
+    """The processor the released checkpoints of `model`'s kind run with: Depth Anything V2's, Depth Anything V1
+    metric's for ZoeDepth on DINOv2 (its only released weights; the patch-14 model needs sides that are multiples
+    of 14) or the Intel/zoedepth-* ones."""
+    if isinstance(model, ZoeDepthForDepthEstimation) and isinstance(model.config.backbone_config, Dinov2Config):
+        return ZoeDepthImageProcessor.from_dict(DEPTH_ANYTHING_V1_METRIC_DEFAULTS)
+    return PROCESSORS[type(model)]()
 
 
 def is_relative(model: DepthModel) -> bool:
@@ -194,7 +204,7 @@ class DepthEstimator:
         kind = PROCESSORS[type(self.model)]
         if processor is None and folder is not None and (folder / PREPROCESSOR_CONFIG_NAME).is_file():
             processor = kind.from_json_file(folder / PREPROCESSOR_CONFIG_NAME)
-        processor = processor if processor is not None else kind()
+        processor = processor if processor is not None else released_processor(self.model)
         if not isinstance(processor, kind):
             raise ArgumentError(
                 f"a {type(self.model).__name__} runs with a {kind.__name__}, got a {type(processor).__name__}"

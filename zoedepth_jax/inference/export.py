@@ -8,8 +8,9 @@
 The parameters are an argument of the exported function, not constants inside it: the artifact stays small
 (megabytes, not the 1.3 GB of weights) and one artifact serves any set of weights of the same architecture; load
 them with `from_pretrained` (or read `flax_model.safetensors` yourself). The outputs are `(predicted_depth
-[B, H, W], domain_logits [B, 2])`; for single-head checkpoints the logits are an empty `[B, 0]` array, since an
-exported function returns arrays only.
+[B, H, W], domain_logits [B, 2])`; for single-head checkpoints (every model but ZoeD-NK, Depth Anything's
+included) the logits are an empty `[B, 0]` array, since an exported function returns arrays only. The depth is
+what the model predicts: meters, or relative depth for a Depth Anything relative model.
 """
 
 from __future__ import annotations
@@ -26,19 +27,19 @@ from zoedepth_jax.errors import ConfigError, ZoeDepthError
 from zoedepth_jax.files import refuse_to_overwrite, write_atomically
 from zoedepth_jax.inference.estimator import check_batch_size
 from zoedepth_jax.modeling.layers import traced_forms
-from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
+from zoedepth_jax.modeling.models import DepthModel
 
 
-def check_input_size(model: ZoeDepthForDepthEstimation, height: int, width: int) -> None:
-    """A ConfigError unless `height` and `width` are positive multiples of the model's patch size: an exported
-    program is traced for one input size."""
+def check_input_size(model: DepthModel, height: int, width: int) -> None:
+    """A ConfigError unless `height` and `width` are positive multiples of the model's patch size (16 for BEiT,
+    14 for DINOv2): an exported program is traced for one input size."""
     patch = model.config.backbone_config.patch_size
     if height <= 0 or width <= 0 or height % patch or width % patch:
         raise ConfigError(f"height and width must be positive multiples of the patch size {patch}: {height}x{width}")
 
 
 def export_model(
-    model: ZoeDepthForDepthEstimation,
+    model: DepthModel,
     variables: dict,
     height: int,
     width: int,

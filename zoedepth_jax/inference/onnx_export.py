@@ -10,6 +10,10 @@
 The graph is converted from the JAX program by jax2onnx (`pip install 'zoedepth-jax[onnx]'`); torch's exporters
 cannot follow ZoeD-NK's router, which picks a head with a Python-level `.item()`. Here the router is part of the
 graph: each image takes the head its own logits choose (`routing="per_image"`).
+
+Every model `from_pretrained` loads exports: ZoeDepth on BEiT or DINOv2 (Depth Anything V1 metric included) and
+Depth Anything V2. A Depth Anything relative model's one output is `predicted_relative_depth` (affine-invariant
+inverse depth, no unit, the key `DepthEstimator` returns it under), so that the file says what it holds.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import jax.numpy as jnp
 
 from zoedepth_jax.errors import ArgumentError, ZoeDepthError
 from zoedepth_jax.files import refuse_to_overwrite, write_atomically
+from zoedepth_jax.inference.estimator import RELATIVE_DEPTH_KEY, is_relative
 from zoedepth_jax.inference.export import check_input_size
 from zoedepth_jax.modeling.layers import traced_forms
+from zoedepth_jax.modeling.models import DepthModel, is_multi_domain
 from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 
 # The graph uses no operator newer than opset 17 (LayerNormalization's opset; attention, convolutions, Einsum,
@@ -34,6 +40,7 @@ from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 DEFAULT_OPSET = 17
 INPUT_NAME = "pixel_values"
 DEPTH_OUTPUT = "predicted_depth"
+RELATIVE_DEPTH_OUTPUT = RELATIVE_DEPTH_KEY  # a Depth Anything relative model's depth, which is not in meters
 LOGITS_OUTPUT = "domain_logits"
 BATCH_DIMENSION = "batch"  # the symbolic name of the batch dimension in the graph
 INSTALL_HINT = "pip install 'zoedepth-jax[onnx]'"
@@ -44,7 +51,7 @@ _QUIET_LOGGERS = ("onnx_ir.serde",)
 
 
 def export_onnx(
-    model: ZoeDepthForDepthEstimation,
+    model: DepthModel,
     variables: dict,
     path: str | os.PathLike,
     height: int,
@@ -56,9 +63,10 @@ def export_onnx(
     """Writes an ONNX graph of `model.apply(variables, pixel_values)` to `path` and returns the path.
 
     Input `pixel_values [batch, height, width, 3]` float32 (NHWC, normalised as the image processor does), the
-    batch dimension symbolic, height and width fixed here (multiples of the patch size). Outputs
-    `predicted_depth [batch, height, width]` in meters and, for a two-head (ZoeD-NK) model,
-    `domain_logits [batch, 2]`. The weights are initializers inside the file.
+    batch dimension symbolic, height and width fixed here (multiples of the patch size: 16 for BEiT, 14 for
+    DINOv2). Outputs `predicted_depth [batch, height, width]` in meters (`predicted_relative_depth` for a Depth
+    Anything relative model) and, for a two-head (ZoeD-NK) model, `domain_logits [batch, 2]`. The weights are
+    initializers inside the file.
 
     The plain forms are traced (`traced_forms("plain")`: whole-tensor attention and convolutions, no loops): the
     CPU forms' loops over row bands and query chunks are tuned for XLA:CPU and convert poorly to ONNX. The file is
@@ -67,7 +75,7 @@ def export_onnx(
     """
     path = Path(path)
     check_input_size(model, height, width)
-    if model.routing != "per_image":
+    if isinstance(model, ZoeDepthForDepthEstimation) and model.routing != "per_image":
         raise ArgumentError(
             f"routing={model.routing!r} picks one head for the whole batch, so an image's depth would depend on the "
             "other images served with it; the ONNX graph routes each image by its own logits: load the model with "
@@ -87,8 +95,8 @@ def export_onnx(
             return output.predicted_depth
         return output.predicted_depth, output.domain_logits
 
-    two_heads = len(model.config.bin_configurations) > 1
-    output_names = [DEPTH_OUTPUT, LOGITS_OUTPUT] if two_heads else [DEPTH_OUTPUT]
+    depth_name = RELATIVE_DEPTH_OUTPUT if is_relative(model) else DEPTH_OUTPUT
+    output_names = [depth_name, LOGITS_OUTPUT] if is_multi_domain(model) else [depth_name]
     with traced_forms("plain"), _quiet(_QUIET_LOGGERS):
         try:
             graph = jax2onnx.to_onnx(

@@ -59,6 +59,18 @@ RELEASED_DEFAULTS = {
     "image_std": [0.5, 0.5, 0.5],
 }
 OPTION_NAMES = tuple(RELEASED_DEFAULTS)
+# What Depth Anything V1's metric models ran with (LiheYoung/Depth-Anything @ 1d03336, metric_depth/zoedepth:
+# models/base_models/depth_anything.py PrepForMidas, with the model config's img_size [392, 518] and the "infer"
+# config's force_keep_ar): the least scaling that brings the image to 392x518 keeping its aspect ratio, sides
+# rounded to multiples of 14, bilinear with aligned corners, ImageNet mean and std, and no padding.
+DEPTH_ANYTHING_V1_METRIC_DEFAULTS = {
+    **RELEASED_DEFAULTS,
+    "do_pad": False,
+    "size": {"height": 392, "width": 518},
+    "ensure_multiple_of": 14,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+}
 
 # Keys transformers writes into every preprocessor_config.json, or that carry nothing this processor uses:
 # accepted by from_dict and ignored (images are always converted to RGB, so do_convert_rgb changes nothing).

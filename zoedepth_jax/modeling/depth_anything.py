@@ -23,9 +23,12 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 @flax.struct.dataclass
 class DepthAnythingOutput:
     """`predicted_depth [B, H, W]` at the input's size: relative (affine-invariant inverse depth, larger is nearer)
-    or metric (meters, in 0..max_depth), as the config's `depth_estimation_type` says."""
+    or metric (meters, in 0..max_depth), as the config's `depth_estimation_type` says. `domain_logits` is always
+    None (one head, no router): it is there so that every model's output has the fields of `ZoeDepthOutput` that
+    the exporters read, whichever model computed it."""
 
     predicted_depth: jax.Array
+    domain_logits: None = None
 
 
 class DepthAnythingForDepthEstimation(nn.Module):

@@ -1,6 +1,7 @@
 """DINOv2 backbone (transformers `Dinov2Model` and `Dinov2Backbone`), as Depth Anything uses it: patch embedding,
-CLS token, absolute position embeddings resized (bicubic) from the pretraining grid to the input's patch grid,
-pre-norm layers with layer scale, and a final layernorm.
+CLS token, absolute position embeddings resized (bicubic) from the pretraining grid to the input's patch grid
+(by transformers' rule, or by DINOv2's own scale-factor rule: `Dinov2Config.interpolate_offset`), pre-norm layers
+with layer scale, and a final layernorm.
 
 Reference: transformers `models/dinov2/modeling_dinov2.py`. Parameter names are those of the files transformers
 writes (`encoder.layer.3.attention.attention.query.weight`, `...layer_scale1.lambda1`), not the in-memory names
@@ -33,14 +34,17 @@ class Dinov2Output:
     feature_maps: tuple[jax.Array, ...]
 
 
-def interpolate_position_embeddings(table: jax.Array, grid: tuple[int, int]) -> jax.Array:
+def interpolate_position_embeddings(table: jax.Array, grid: tuple[int, int], offset: float = 0.0) -> jax.Array:
     """The position embeddings `[1, 1 + s*s, D]` of an s x s pretraining grid, for a `grid = (rows, cols)` of
-    patches: `[1, 1 + rows*cols, D]`, the CLS entry unchanged.
+    patches: `[1, 1 + rows*cols, D]`, the CLS entry unchanged. On the pretraining grid itself the table is used as
+    it is; otherwise the patch entries, viewed as an s x s map, are resized in fp32 with torch's bicubic
+    interpolation (`align_corners=False`, no antialias) and cast back to the table's dtype.
 
-    As transformers: the patch entries, viewed as an s x s map, are resized in fp32 with torch's bicubic
-    interpolation to the given size (`size=`, not a scale factor: no offset, `align_corners=False`, no antialias)
-    and cast back to the table's dtype. On the pretraining grid itself the table is used as it is. Indices and
-    weights depend only on the static shapes.
+    `offset` 0: as transformers, resized to the grid's size (`size=`). `offset` > 0: as DINOv2's own code, resized
+    by the scale factors ((rows + offset) / s, (cols + offset) / s): the output has the same size, but torch
+    places the samples with the inverse of the factor instead of s / rows, so every axis is resampled, one whose
+    size does not change too (`Dinov2Config.interpolate_offset`). Indices and weights depend only on the static
+    shapes.
     """
     _, positions, width = table.shape
     side = round((positions - 1) ** 0.5)
@@ -49,7 +53,8 @@ def interpolate_position_embeddings(table: jax.Array, grid: tuple[int, int]) -> 
     if tuple(grid) == (side, side):
         return table
     patch_table = table[:, 1:].reshape(1, side, side, width).astype(jnp.float32)
-    resized = resize_bicubic(patch_table, tuple(grid), align_corners=False).astype(table.dtype)
+    factors = ((grid[0] + offset) / side, (grid[1] + offset) / side) if offset else None
+    resized = resize_bicubic(patch_table, tuple(grid), align_corners=False, scale_factors=factors).astype(table.dtype)
     return jnp.concatenate([table[:, :1], resized.reshape(1, grid[0] * grid[1], width)], axis=1)
 
 
@@ -100,7 +105,8 @@ class Embeddings(nn.Module):
         table = self.param("position_embeddings", nn.initializers.normal(0.02), (1, positions, width), jnp.float32)
         cls_token = jnp.broadcast_to(cls_token.astype(patches.dtype), (patches.shape[0], 1, width))
         embeddings = jnp.concatenate([cls_token, patches], axis=1)
-        return embeddings + interpolate_position_embeddings(table, grid).astype(patches.dtype)
+        positional = interpolate_position_embeddings(table, grid, config.interpolate_offset)
+        return embeddings + positional.astype(patches.dtype)
 
 
 class SelfAttention(nn.Module):

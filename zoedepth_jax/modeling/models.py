@@ -24,3 +24,9 @@ def model_for(
             raise ConfigError(f"routing = {routing!r}: Depth Anything has a single head, there is nothing to route")
         return DepthAnythingForDepthEstimation(config, dtype=dtype)
     raise ConfigError(f"no model for a {type(config).__name__}")
+
+
+def is_multi_domain(model: DepthModel) -> bool:
+    """Whether `model` has several metric heads and a router (ZoeD-NK), so that its output carries
+    `domain_logits [B, num_domains]`; every other model's `domain_logits` is None."""
+    return isinstance(model, ZoeDepthForDepthEstimation) and model.config.is_multi_domain

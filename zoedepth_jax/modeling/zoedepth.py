@@ -86,7 +86,9 @@ class ZoeDepthForDepthEstimation(nn.Module):
             dtype=self.dtype,
             name="relative_head",
         )
-        relative_depth, relative_features = relative_head(fused)
+        # Depth Anything's DPT head resizes to the input size; transformers' ZoeDepth head upsamples 2x.
+        size = (grid[0] * patch, grid[1] * patch) if config.depth_anything_dpt else None
+        relative_depth, relative_features = relative_head(fused, size=size)
         self.sow("intermediates", "relative_depth", relative_depth)
         depths, domain_logits = MetricHead(config, with_uncertainty, name="metric_head")(
             relative_features, relative_depth, bottleneck, fused, deterministic

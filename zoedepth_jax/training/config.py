@@ -2,7 +2,10 @@
 
 The defaults are the `train` section of isl-org ZoeDepth's `models/zoedepth/config_zoedepth.json` with the
 common training settings of `utils/config.py`; `TrainConfig.for_model` switches to the ZoeD-NK recipe
-(`config_zoedepth_nk.json`) for a two-domain model. Where the original counts epochs, this counts optimizer steps:
+(`config_zoedepth_nk.json`) for a two-domain model, and to Depth Anything's (its `metric_depth/zoedepth/models/
+zoedepth/config_zoedepth.json`: every group but the head at a fiftieth of the learning rate) for a ZoeDepth head on
+a DINOv2 backbone (transformers' ZoeDepth on DINOv2, Depth Anything V1 metric). Models without a ZoeDepth head
+(Depth Anything V2) have no recipe here and are refused. Where the original counts epochs, this counts optimizer steps:
 `total_steps` = epochs x batches per epoch.
 
 Not carried over: the gradient loss (`w_grad`, 0 in every released recipe), freezing a group by a learning-rate
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from zoedepth_jax.config import ZoeDepthConfig
+from zoedepth_jax.config import DepthAnythingConfig, Dinov2Config, ZoeDepthConfig
 from zoedepth_jax.errors import ConfigError
 from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES
 
@@ -72,6 +75,29 @@ class TrainConfig:
     @classmethod
     def for_model(cls, config: ZoeDepthConfig, total_steps: int, **overrides) -> TrainConfig:
         """The original recipe for this model: ZoeD-N's for one domain, ZoeD-NK's (learning rate 2.512e-4, the
-        decoder at a tenth of it) for two; `overrides` replace any field."""
-        recipe = dict(learning_rate=2.512e-4, midas_lr_factor=10.0) if config.is_multi_domain else {}
+        decoder at a tenth of it) for two, Depth Anything's (encoder, position embeddings and decoder at a fiftieth
+        of the head's 1.61e-4) on a DINOv2 backbone; `overrides` replace any field. A ConfigError for a model
+        without a ZoeDepth head (`check_trainable`)."""
+        check_trainable(config)
+        if isinstance(config.backbone_config, Dinov2Config):
+            recipe = dict(encoder_lr_factor=50.0, pos_enc_lr_factor=50.0, midas_lr_factor=50.0)
+        elif config.is_multi_domain:
+            recipe = dict(learning_rate=2.512e-4, midas_lr_factor=10.0)
+        else:
+            recipe = {}
         return cls(total_steps=total_steps, **{**recipe, **overrides})
+
+
+def check_trainable(config: ZoeDepthConfig | DepthAnythingConfig) -> None:
+    """A ConfigError unless `config` is a ZoeDepth model's (on BEiT or DINOv2, Depth Anything V1 metric included):
+    fine-tuning trains the ZoeDepth recipe, its metric head and losses; a Depth Anything V2 model has no metric
+    bins to train and no recipe here."""
+    if isinstance(config, ZoeDepthConfig):
+        return
+    if isinstance(config, DepthAnythingConfig):
+        raise ConfigError(
+            f"fine-tuning a Depth Anything V2 model (DepthAnythingForDepthEstimation, {config.depth_estimation_type}) "
+            "is not supported: fine-tuning trains ZoeDepth-head models (ZoeDepth on BEiT or DINOv2, Depth Anything V1 "
+            "metric)"
+        )
+    raise ConfigError(f"fine-tuning trains ZoeDepth-head models, not a model of {type(config).__name__}")

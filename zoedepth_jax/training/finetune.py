@@ -46,8 +46,9 @@ from zoedepth_jax.domains import DOMAIN_LABELS
 from zoedepth_jax.errors import ArgumentError, CheckpointError
 from zoedepth_jax.evaluation.folders import DATASETS, evaluate_pairs
 from zoedepth_jax.evaluation.metrics import METRIC_NAMES
-from zoedepth_jax.inference.estimator import DepthEstimator
+from zoedepth_jax.inference.estimator import DepthEstimator, released_processor
 from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
+from zoedepth_jax.modeling.zoedepth import ZoeDepthForDepthEstimation
 from zoedepth_jax.training.checkpoint import StopSignal, TrainCheckpoints
 from zoedepth_jax.training.config import TrainConfig
 from zoedepth_jax.training.data import Augmentation, DepthDataset, make_loader
@@ -98,9 +99,11 @@ def finetune(
     worker_count: int = 0,
     progress: bool = True,
 ) -> FinetuneResult:
-    """Fine-tunes `model` (a hub id, a checkpoint folder or an original `.pt`, anything `from_pretrained` reads)
-    on `train` (a folder of `<name>` + `<name>_depth.png`, or a list file; see `evaluation.pairs`), writing into
-    `out` (see the module docstring). Re-running on an `out` with a checkpoint resumes it.
+    """Fine-tunes `model` (a hub id, a checkpoint folder or an original `.pt`, anything `from_pretrained` reads, of
+    a ZoeDepth-head model: on BEiT or DINOv2, Depth Anything V1 metric included; a Depth Anything V2 model is a
+    ConfigError before anything is compiled) on `train` (a folder of `<name>` + `<name>_depth.png`, or a list
+    file; see `evaluation.pairs`), writing into `out` (see the module docstring). Re-running on an `out` with a
+    checkpoint resumes it.
 
     steps: the schedule's length in optimizer steps. batch_size: images per step over all devices and
     processes (the original's 16). learning_rate: the head's peak rate (default: the original recipe's for the
@@ -134,7 +137,7 @@ def finetune(
             data.check_files()
 
     loaded, variables = from_pretrained(model)
-    processor = _processor_of(model)
+    processor = _processor_of(model, loaded)
     config = TrainConfig.for_model(
         loaded.config,
         total_steps=steps,
@@ -238,12 +241,12 @@ def finetune(
     return FinetuneResult(run_dir, step, stopped, final, last_validation, best)
 
 
-def _processor_of(model: str | os.PathLike) -> ZoeDepthImageProcessor:
+def _processor_of(model: str | os.PathLike, loaded: ZoeDepthForDepthEstimation) -> ZoeDepthImageProcessor:
     """The checkpoint's image processor (its preprocessor_config.json), else the released settings."""
     source = resolve(model)
     if source.is_dir() and (source / PREPROCESSOR_CONFIG_NAME).is_file():
         return ZoeDepthImageProcessor.from_json_file(source / PREPROCESSOR_CONFIG_NAME)
-    return ZoeDepthImageProcessor()
+    return released_processor(loaded)
 
 
 def _local_batch_size(batch_size: int) -> int:

@@ -2,7 +2,9 @@
 rates, a one-cycle schedule (learning rate and AdamW's beta1) and clipping of the global gradient norm.
 
 Reference: isl-org ZoeDepth `trainers/base_trainer.py` (`init_optimizer`, `init_scheduler`), `models/zoedepth*/
-zoedepth*_v1.py` (`get_lr_params`) and the trainers' `clip_grad_norm_` before each step; torch's `AdamW`,
+zoedepth*_v1.py` (`get_lr_params`) and the trainers' `clip_grad_norm_` before each step; for a DINOv2 backbone,
+Depth Anything's `metric_depth` copy of that trainer (`models/zoedepth/zoedepth_v1.py` and
+`models/base_models/depth_anything.py`), whose groups differ (see `parameter_group`); torch's `AdamW`,
 `OneCycleLR` and `clip_grad_norm_`, whose arithmetic is reproduced here (the tests step both side by side).
 As in torch: weight decay applies to every parameter (biases and norms too, as the original's groups do), the
 step that uses a schedule value k is the k-th (0-based), and beta1 follows the one-cycle curve when
@@ -22,22 +24,37 @@ import optax
 from zoedepth_jax.errors import ArgumentError
 from zoedepth_jax.training.config import TrainConfig
 
-# The four groups of the original's `get_lr_params`, named after what they hold here.
+# The four groups of the original's `get_lr_params`, named after what they hold here ("relative_position": the
+# position encodings, BEiT's relative-position tables or DINOv2's position embeddings).
 GROUPS = ("encoder", "relative_position", "decoder", "head")
+BACKBONES = ("beit", "dinov2")
+# The DINOv2 backbone's position-embedding table; the BEiT backbone has none (its positions are relative).
+DINOV2_POSITION_EMBEDDINGS = ("backbone", "embeddings", "position_embeddings")
 TORCH_CLIP_EPSILON = 1e-6  # torch's clip_grad_norm_ divides by (norm + 1e-6)
 
 
-def parameter_group(path: tuple[str, ...]) -> str:
-    """The group of the parameter at `path` (e.g. `("backbone", "encoder", "layer_0", ..., "kernel")`).
+def parameter_group(path: tuple[str, ...], backbone: str = "beit") -> str:
+    """The group of the parameter at `path` (e.g. `("backbone", "encoder", "layer_0", ..., "kernel")`) of a
+    ZoeDepth model on a `backbone` of BACKBONES.
 
-    The original groups MiDaS's modules: `pretrained` (the BEiT and the reassemble stage, here `backbone` and
-    `neck/reassemble_stage`) is the encoder, except the parameters named `relative_position*` (the BEiT's
-    relative-position tables), which have a group of their own; `scratch` (the neck's convs and fusion stage and
-    the relative head) is the decoder; everything else (`metric_head`: bins, attractors, log-binomial, router)
-    is the head.
+    BEiT (isl-org ZoeDepth): the original groups MiDaS's modules: `pretrained` (the BEiT and the reassemble stage,
+    here `backbone` and `neck/reassemble_stage`) is the encoder, except the parameters named `relative_position*`
+    (the BEiT's relative-position tables), which have a group of their own; `scratch` (the neck's convs and fusion
+    stage and the relative head) is the decoder; everything else (`metric_head`: bins, attractors, log-binomial,
+    router) is the head.
+
+    DINOv2 (Depth Anything's metric_depth trainer, the same `get_lr_params` over its DPT_DINOv2): `pretrained` is
+    the DINOv2 alone, the encoder, except its parameters named `pos_embed` (here `position_embeddings`), which take
+    the position-encoding group as BEiT's relative-position tables do; the reassemble stage belongs to its
+    `depth_head` with the neck's convs, fusion stage and relative head, the decoder; the metric head is the head.
     """
-    if path[0] == "backbone" or path[:2] == ("neck", "reassemble_stage"):
-        return "relative_position" if any(part.startswith("relative_position") for part in path) else "encoder"
+    if backbone not in BACKBONES:
+        raise ArgumentError(f"backbone = {backbone!r}: expected one of {BACKBONES}")
+    if path[0] == "backbone":
+        positional = "position_embeddings" if backbone == "dinov2" else "relative_position"
+        return "relative_position" if any(part.startswith(positional) for part in path) else "encoder"
+    if path[:2] == ("neck", "reassemble_stage"):
+        return "encoder" if backbone == "beit" else "decoder"
     if path[0] in ("neck", "relative_head"):
         return "decoder"
     if path[0] == "metric_head":
@@ -46,11 +63,16 @@ def parameter_group(path: tuple[str, ...]) -> str:
 
 
 def parameter_labels(params: Mapping) -> dict:
-    """A tree shaped like `params` holding each leaf's group name. `params` may also be an NNX state of the
+    """A tree shaped like `params` holding each leaf's group name (`parameter_group`), the backbone told by the
+    parameters themselves (DINOv2's position-embedding table). `params` may also be an NNX state of the
     parameters (`training.nnx`), whose leaves sit inside `nnx.Param`s: only the dictionary keys name a group."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: parameter_group(tuple(k.key for k in path if hasattr(k, "key"))), params
-    )
+
+    def names(path) -> tuple[str, ...]:
+        return tuple(k.key for k in path if hasattr(k, "key"))
+
+    paths = {names(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    backbone = "dinov2" if DINOV2_POSITION_EMBEDDINGS in paths else "beit"
+    return jax.tree_util.tree_map_with_path(lambda path, _: parameter_group(names(path), backbone), params)
 
 
 def group_learning_rates(config: TrainConfig) -> dict[str, float]:

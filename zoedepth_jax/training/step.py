@@ -2,7 +2,7 @@
 device mesh when one is given.
 
     from zoedepth_jax import from_pretrained
-    from zoedepth_jax.training.config import TrainConfig
+    from zoedepth_jax.training.config import TrainConfig, check_trainable
     from zoedepth_jax.training.step import create_train_state, make_train_step
 
     model, variables = from_pretrained("Intel/zoedepth-nyu")
@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from zoedepth_jax.errors import ArgumentError
 from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES, ZoeDepthForDepthEstimation
-from zoedepth_jax.training.config import TrainConfig
+from zoedepth_jax.training.config import TrainConfig, check_trainable
 from zoedepth_jax.training.losses import domain_cross_entropy, silog_loss
 from zoedepth_jax.training.optimizer import group_learning_rates, learning_rate_schedule, make_optimizer
 
@@ -45,7 +45,9 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(model: ZoeDepthForDepthEstimation, variables: dict, config: TrainConfig) -> TrainState:
-    """Step 0: the model's parameters and a fresh optimizer state for `config`."""
+    """Step 0: the model's parameters and a fresh optimizer state for `config`. A ConfigError for a model without a
+    ZoeDepth head (`config.check_trainable`)."""
+    check_trainable(model.config)
     # Equal models give equal states (a state's apply_fn and tx are static parts of a jitted step's signature),
     # so that a run resumed in the same process reuses the compiled step.
     state = TrainState.create(apply_fn=_shared(model).apply, params=variables["params"], tx=make_optimizer(config))

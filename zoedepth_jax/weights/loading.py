@@ -4,6 +4,7 @@
     read        `readers.py`     the files' tensors under their own names, and the config
     map names   `hf_names.py`    transformers names -> the Flax tree
                 `original_names.py` isl-org names -> transformers names (then as above)
+                `depth_anything_v1.py` Depth Anything V1 metric names -> transformers names (then as above)
                 `trees.py`       Flax-native files: already the tree, checked leaf by leaf
     place       `dtypes.py`      each parameter in the dtype the model uses it in, copied to JAX one at a time
 
@@ -12,8 +13,9 @@ Formats read, in this order of preference within a folder (`resolve.WEIGHT_NAMES
   model.safetensors                   transformers layout (PyTorch names)
   model.safetensors.index.json        the same, sharded
   pytorch_model.bin                   transformers layout, pickled; needs torch, read with weights_only=True
-A single file (not a folder) is read as an original isl-org checkpoint, `ZoeD_M12_{N,K,NK}.pt`: torch is needed,
-the pickle is read with weights_only=True, and the config is read from its tensors (`original_config`).
+A single file (not a folder) is read as an original checkpoint: isl-org's `ZoeD_M12_{N,K,NK}.pt` or Depth Anything
+V1's `depth_anything_metric_depth_{indoor,outdoor}.pt` (told apart by their keys). torch is needed, the pickle is
+read with weights_only=True, and the config is read from its tensors (`original_config`, `depth_anything_v1`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from zoedepth_jax.config import ZoeDepthConfig, config_from_json_file
 from zoedepth_jax.errors import CheckpointError, ConfigError, ZoeDepthError
 from zoedepth_jax.files import refuse_to_overwrite, write_atomically
 from zoedepth_jax.modeling.models import DepthModel, model_for
-from zoedepth_jax.weights import hf_names, original_config, original_names, readers, trees
+from zoedepth_jax.weights import depth_anything_v1, hf_names, original_config, original_names, readers, trees
 from zoedepth_jax.weights.dtypes import parameter_dtypes
 from zoedepth_jax.weights.resolve import (
     CONFIG_NAME,
@@ -45,7 +47,7 @@ from zoedepth_jax.weights.resolve import (
 )
 
 # How the tensors of a checkpoint are named: which table maps them onto the Flax tree.
-FLAX, TRANSFORMERS, ORIGINAL = "flax", "transformers", "original"
+FLAX, TRANSFORMERS, ORIGINAL, DEPTH_ANYTHING_V1 = "flax", "transformers", "original", "depth_anything_v1"
 
 
 def from_pretrained(
@@ -62,18 +64,21 @@ def from_pretrained(
     """Loads a checkpoint: returns `(model, variables)` for `model.apply(variables, pixel_values)`.
 
     `path_or_hub_id`: a folder in Hugging Face layout, a folder written by `save_pretrained`, a hub id such
-    as "Intel/zoedepth-nyu-kitti", or an original isl-org checkpoint file such as `ZoeD_M12_NK.pt` (needs torch;
-    read with weights_only=True). The `model_type` of config.json chooses the model: "zoedepth"
-    (`ZoeDepthForDepthEstimation`) or "depth_anything" (`DepthAnythingForDepthEstimation`, e.g.
-    "depth-anything/Depth-Anything-V2-Small-hf"). `dtype` is the compute dtype of the backbone, neck and
-    relative head. `routing` applies to ZoeD-NK only.
+    as "Intel/zoedepth-nyu-kitti", or an original checkpoint file: isl-org's `ZoeD_M12_NK.pt` or Depth Anything V1's
+    `depth_anything_metric_depth_indoor.pt` (needs torch; read with weights_only=True). The `model_type` of
+    config.json chooses the model: "zoedepth" (`ZoeDepthForDepthEstimation`) or "depth_anything"
+    (`DepthAnythingForDepthEstimation`, e.g. "depth-anything/Depth-Anything-V2-Small-hf"). `dtype` is the compute
+    dtype of the backbone, neck and relative head. `routing` applies to ZoeD-NK only.
     Parameters are fp32, except that with a bf16 `dtype` those the model only uses in that dtype are
     stored in it (`dtypes.parameter_dtypes`: identical outputs, half the memory). Train from an fp32 load.
 
     For an original `.pt` file only:
-      variant: "N", "K" or "NK"; detected from the keys when None, and an error if the file holds another.
+      variant: ZoeD_M12: "N", "K" or "NK"; detected from the keys when None, and an error if the file holds another.
+        Depth Anything V1 metric: "indoor" or "outdoor"; required, as both released files have the same keys
+        (`depth_anything_v1`: it sets the depth range recorded in the config, 10 or 80 m).
       config: a ZoeDepthConfig (or a config.json path) to use instead of the one read from the tensors. The
-        config read from the tensors uses LayerNorm eps 1e-6, as the original (timm) model ran.
+        config read from the tensors uses LayerNorm eps 1e-6, as the original (timm) model ran; for Depth Anything
+        V1, also the original's position-embedding resize and DPT head (`depth_anything_v1`).
     For ZoeD_M12_K (a `.pt` file, or Intel/zoedepth-kitti):
       kitti_max_depth_80: bins over 1e-3..80 m, the range of the original KITTI evaluation, instead of the
         1e-3..10 m the released config runs with. Off by default (the original inference code and transformers).
@@ -99,12 +104,16 @@ def _read(
         if source.name in (CONFIG_NAME, *WEIGHT_NAMES):
             raise CheckpointError(f"{source} is one file of a checkpoint folder: pass the folder, {source.parent}")
         state = readers.read_original_checkpoint(source)
-        original_names.check_layout(state, str(source))
+        if depth_anything_v1.is_depth_anything_v1(state):
+            naming, read_config = DEPTH_ANYTHING_V1, depth_anything_v1.depth_anything_v1_config
+        else:
+            original_names.check_layout(state, str(source))
+            naming, read_config = ORIGINAL, original_config.original_config
         if config is None:
-            config = original_config.original_config(state, variant, source=str(source))
+            config = read_config(state, variant, source=str(source))
         elif not isinstance(config, ZoeDepthConfig):
             config = ZoeDepthConfig.from_json_file(config)
-        return config, state, ORIGINAL
+        return config, state, naming
     if variant is not None or config is not None:
         raise ConfigError(f"variant= and config= apply to original .pt files; {source} is a checkpoint folder")
     if not (source / CONFIG_NAME).is_file():
@@ -128,6 +137,8 @@ def _map_names(
         return trees.unflatten_params(tensors)
     if naming == ORIGINAL:
         tensors = original_names.to_hf_state_dict(tensors, source=source)
+    elif naming == DEPTH_ANYTHING_V1:
+        tensors = depth_anything_v1.to_hf_state_dict(tensors, source=source)
     return hf_names.convert_hf_state_dict(tensors, config, shapes, source=source)
 
 

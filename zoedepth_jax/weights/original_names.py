@@ -11,6 +11,9 @@ paths keeps one table that knows the Flax tree (transposes, transposed convoluti
 row correspondence with transformers' own `convert_zoedepth_to_hf.py` can be checked by eye; and both steps
 account for every key: each original key matches exactly one row of `ROWS` or `DROPPED` (anything else is a
 CheckpointError listing the keys), and `hf_names` then requires every parameter filled exactly once.
+
+The Depth Anything V1 metric files run the same metric head on another core: `depth_anything_v1` renames them
+with `rename`, its own rows and `SINGLE_HEAD_ROWS`.
 """
 
 from __future__ import annotations
@@ -36,15 +39,31 @@ _LAYER = "backbone.encoder.layer.{i}."
 _QKV = ("query", "key", "value")
 
 
-def _split_in_three(w: np.ndarray) -> list[np.ndarray]:
+def split_in_three(w: np.ndarray) -> list[np.ndarray]:
     """A fused [3 * dim, ...] projection (timm `qkv`, torch MultiheadAttention `in_proj`) -> query, key, value."""
     if w.ndim < 1 or w.shape[0] % 3:
         raise ValueError("not three equal parts")
     return np.split(w, 3, axis=0)
 
 
+# ZoeDepth's metric head with one domain (ZoeD_M12_N, ZoeD_M12_K, and the Depth Anything V1 metric files, which
+# run the same ZoeDepth code on another core: `depth_anything_v1`).
+SINGLE_HEAD_ROWS: tuple[tuple[str, str, None], ...] = (
+    (r"conv2\." + _P, "metric_head.conv2.{p}", None),
+    (r"seed_bin_regressor\." + _NET, "metric_head.seed_bin_regressor.conv{seq}.{p}", None),
+    (r"seed_projector\." + _NET, "metric_head.seed_projector.conv{seq}.{p}", None),
+    (r"projectors\.(?P<i>\d+)\." + _NET, "metric_head.projectors.{i}.conv{seq}.{p}", None),
+    (r"attractors\.(?P<i>\d+)\." + _NET, "metric_head.attractors.{i}.conv{seq}.{p}", None),
+    (r"conditional_log_binomial\.mlp\.(?P<s>[02])\." + _P, "metric_head.conditional_log_binomial.mlp.{s}.{p}", None),
+)
+# The log-binomial's constant buffers (a single head's, or each domain's of NK).
+LOG_BINOMIAL_BUFFERS = (
+    rf"conditional_log_binomial\.(?:{_DOMAIN}\.)?log_binomial_transform\.(k_idx|K_minus_1)",
+    "buffers holding the constants 0..K-1 and K-1",
+)
+
 # (pattern, transformers name(s), transform): the first row whose pattern matches the whole key wins. A tuple of
-# names takes the pieces of `_split_in_three`; otherwise the tensor is passed on unchanged.
+# names takes the pieces of `split_in_three`; otherwise the tensor is passed on unchanged.
 ROWS: tuple[tuple[str, str | tuple[str, ...], object], ...] = (
     # timm BEiT-L/16 (MiDaS `pretrained.model`)
     (_BEIT + r"cls_token", "backbone.embeddings.cls_token", None),
@@ -55,7 +74,7 @@ ROWS: tuple[tuple[str, str | tuple[str, ...], object], ...] = (
     (
         BLOCK_KEY + r"attn\.qkv\.weight",
         tuple(_LAYER + f"attention.attention.{n}.weight" for n in _QKV),
-        _split_in_three,
+        split_in_three,
     ),
     # timm's key bias is a constant zero buffer that is not saved; transformers' key projection has no bias.
     (BLOCK_KEY + r"attn\.q_bias", _LAYER + "attention.attention.query.bias", None),
@@ -88,15 +107,10 @@ ROWS: tuple[tuple[str, str | tuple[str, ...], object], ...] = (
         None,
     ),
     (_MIDAS + r"scratch\.output_conv\.(?P<s>[024])\." + _P, "relative_head.conv{seq}.{p}", None),
-    # ZoeDepth metric head (N, K: one of each; NK: ModuleDicts keyed by domain)
-    (r"conv2\." + _P, "metric_head.conv2.{p}", None),
-    (r"seed_bin_regressor\." + _NET, "metric_head.seed_bin_regressor.conv{seq}.{p}", None),
+    *SINGLE_HEAD_ROWS,
+    # ZoeD_M12_NK's heads: ModuleDicts keyed by domain
     (rf"seed_bin_regressors\.{_DOMAIN}\.{_NET}", "metric_head.seed_bin_regressors.{d}.conv{seq}.{p}", None),
-    (r"seed_projector\." + _NET, "metric_head.seed_projector.conv{seq}.{p}", None),
-    (r"projectors\.(?P<i>\d+)\." + _NET, "metric_head.projectors.{i}.conv{seq}.{p}", None),
-    (r"attractors\.(?P<i>\d+)\." + _NET, "metric_head.attractors.{i}.conv{seq}.{p}", None),
     (rf"attractors\.{_DOMAIN}\.(?P<i>\d+)\.{_NET}", "metric_head.attractors.{d}.{i}.conv{seq}.{p}", None),
-    (r"conditional_log_binomial\.mlp\.(?P<s>[02])\." + _P, "metric_head.conditional_log_binomial.mlp.{s}.{p}", None),
     (
         rf"conditional_log_binomial\.{_DOMAIN}\.mlp\.(?P<s>[02])\.{_P}",
         "metric_head.conditional_log_binomial.{d}.mlp.{s}.{p}",
@@ -107,7 +121,7 @@ ROWS: tuple[tuple[str, str | tuple[str, ...], object], ...] = (
     (
         _ENCODER + r"self_attn\.in_proj_(?P<p>weight|bias)",
         tuple(f"metric_head.patch_transformer.transformer_encoder.{{i}}.self_attn.{n}.{{p}}" for n in _QKV),
-        _split_in_three,
+        split_in_three,
     ),
     (
         _ENCODER + r"(?P<m>self_attn\.out_proj|linear1|linear2|norm1|norm2)\." + _P,
@@ -124,13 +138,15 @@ DROPPED: tuple[tuple[str, str], ...] = (
     # which the softmax cancels, so it would be dropped whatever its value.
     (BLOCK_KEY + r"attn\.k_bias", "timm's zero key-bias buffer"),
     (_BEIT + r"(fc_norm|head)\." + _P, "timm's ImageNet classifier (pooling norm and head), never run by MiDaS"),
-    (
-        rf"conditional_log_binomial\.(?:{_DOMAIN}\.)?log_binomial_transform\.(k_idx|K_minus_1)",
-        "buffers holding the constants 0..K-1 and K-1",
-    ),
+    LOG_BINOMIAL_BUFFERS,
 )
 
-_ROWS = tuple((re.compile(pattern), targets, transform) for pattern, targets, transform in ROWS)
+
+def compile_rows(rows) -> tuple:
+    return tuple((re.compile(pattern), targets, transform) for pattern, targets, transform in rows)
+
+
+_ROWS = compile_rows(ROWS)
 _DROPPED = tuple(re.compile(pattern) for pattern, _ in DROPPED)
 
 
@@ -168,15 +184,21 @@ def to_hf_state_dict(state: Mapping[str, np.ndarray], source: str = "checkpoint"
     A key that matches no row, a fused tensor that does not split in three, or two keys that land on the same
     name is a CheckpointError listing every such key.
     """
+    return rename(state, _ROWS, _DROPPED, source, "the original ZoeDepth models")
+
+
+def rename(state: Mapping[str, np.ndarray], rows, dropped, source: str, family: str) -> dict[str, np.ndarray]:
+    """`state` renamed by compiled `rows` (see `ROWS`), without the keys that match a pattern of `dropped`;
+    `family` names the models whose keys the rows cover, in the error that lists the keys no row matches."""
     out: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
     problems: dict[str, list[str]] = {"unexpected keys": [], "mis-shaped keys": []}
     for key, tensor in state.items():
-        if any(pattern.fullmatch(key) for pattern in _DROPPED):
+        if any(pattern.fullmatch(key) for pattern in dropped):
             continue
-        row = next(((m, targets, fn) for pattern, targets, fn in _ROWS if (m := pattern.fullmatch(key))), None)
+        row = next(((m, targets, fn) for pattern, targets, fn in rows if (m := pattern.fullmatch(key))), None)
         if row is None:
-            problems["unexpected keys"].append(f"{key} (not a key of the original ZoeDepth models)")
+            problems["unexpected keys"].append(f"{key} (not a key of {family})")
             continue
         match, targets, transform = row
         fields = _fields(match)

@@ -150,10 +150,11 @@ def read_pytorch_bin(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_original_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The state dict of an original isl-org checkpoint (`{"model": state_dict, ...}`, or a bare state dict), as
-    numpy arrays with the original names. Other top-level entries are not read. A `module.` prefix on every key
-    (DataParallel) is removed, as the original loader does. Whether the names are ZoeDepth's is checked when they
-    are mapped (`original_names.check_layout`)."""
+    """The state dict of an original checkpoint (isl-org ZoeDepth or Depth Anything V1 metric: `{"model":
+    state_dict, ...}`, or a bare state dict), as numpy arrays with the original names. Other top-level entries are
+    not read. A `module.` prefix on every key (DataParallel) is removed, as the original loader does. Whose names
+    they are is checked when they are mapped (`depth_anything_v1.is_depth_anything_v1`,
+    `original_names.check_layout`)."""
     path = Path(path)
     loaded = _torch_load(path)
     if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
