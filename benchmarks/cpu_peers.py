@@ -3,31 +3,49 @@
     python benchmarks/cpu_peers.py [--variant nyu-kitti] [--height 384 --width 512] [--batch-sizes 1,4]
                                    [--runs 5] [--configs jax_fp32,openvino_f32,...] [--memory-budget-gib 16]
                                    [--json FILE]
-    python benchmarks/cpu_peers.py --quick [--json FILE]    # tiny test model: checks the script
+    python benchmarks/cpu_peers.py --quick [--variant ...] [--json FILE]    # tiny test model: checks the script
 
-Builds the released architecture (BEiT-L/16 at 384, neck 256/512/1024/1024) with re-drawn weights through
-transformers and saves it with `save_pretrained`; every configuration loads that folder:
+Models (`--variant`), each built at its released size with re-drawn weights through transformers and saved with
+`save_pretrained` (benchmarks/common.py); every configuration loads that folder:
+
+    nyu, kitti, nyu-kitti   ZoeDepth (transformers' ZoeDepthForDepthEstimation): BEiT-L/16 at 384, neck
+                            256/512/1024/1024, one or two metric heads; input 384x512 (the Intel processor's size)
+    da-v2-relative          Depth Anything V2 Large (DepthAnythingForDepthEstimation): DINOv2-L/14, layers 5, 12,
+                            18, 24, neck 256/512/1024/1024, fusion 256; relative inverse depth
+    da-v2-metric            the same with the metric head, max_depth 20 (the indoor models)
+    da-v1-metric            Depth Anything V1 metric indoor: ZoeDepthForDepthEstimation on DINOv2-L/14 (its last
+                            four layers, the CLS token dropped, neck 256/512/1024/1024, one nyu head), computing as
+                            the original (config.json's depth_anything_dpt and interpolate_offset for zoedepth-jax;
+                            the transformers model patched by tests/reference.py's reproduce_depth_anything_v1,
+                            since transformers' ZoeDepth cannot run the readout "ignore" the model uses)
+
+The DINOv2 models run at their native input size, 518 pixels on the long side, both sides multiples of 14: 392x518
+by default (a 3:4 landscape image, 28x37 patches; the V1 metric configs' size).
+
+Configurations:
 
     jax_fp32, jax_bf16          zoedepth_jax.from_pretrained (dtype bf16 for the second), then
                                 jax.jit(model.apply).lower(variables, x).compile(); input NHWC [B, H, W, 3]
-    torch_eager_fp32, _bf16     transformers ZoeDepthForDepthEstimation under torch.no_grad(); bf16 with
-                                torch.autocast("cpu", dtype=torch.bfloat16), depth cast back to float32
+    torch_eager_fp32, _bf16     the transformers model of the checkpoint's model_type under torch.no_grad(); bf16
+                                with torch.autocast("cpu", dtype=torch.bfloat16), depth cast back to float32
     torch_compile_fp32, _bf16   torch.compile of that model (bf16: compiled model called under autocast)
-    openvino_default, _f32      openvino.convert_model of that model with the input as example (static shape),
-                                compiled for "CPU" with the default config (bf16 on CPUs that have it) and with
-                                the inference precision hint f32
+    openvino_default, _f32      openvino.convert_model of that model with the input as example (static shape; when
+                                the TorchScript trace fails, of its torch.export program, the failed trace in the
+                                convert time), compiled for "CPU" with the default config (bf16 on CPUs that have it)
+                                and with the inference precision hint f32
     onnxruntime                 torch.onnx.export of that model (the dynamo exporter; the TorchScript one,
                                 dynamo=False, when that fails), CPUExecutionProvider, ORT_ENABLE_ALL
     onnxruntime_jax2onnx        zoedepth-jax's own ONNX graph (zoedepth_jax.inference.onnx_export: jax2onnx, the
                                 router in the graph), the same ONNX Runtime session options; input NHWC
 
-zoedepth-jax runs with routing="batch", transformers' rule (one head for the whole batch), so that its depth
-is comparable at batch > 1; both routings compute both heads, so the choice does not change the timing. The
-traced graphs (OpenVINO, the TorchScript ONNX export) freeze the head transformers picked for the example input
-(its `.item()` on the domain vote): the script traces with the very input it times, so their depth is
-comparable, but they compute one head where zoedepth-jax computes both. zoedepth-jax's ONNX graph routes each
-image by its own logits (routing="per_image", the only routing it exports): its depth matches the others where
-every image of the batch picks the head the batch vote picks.
+zoedepth-jax runs ZoeDepth with two heads (nyu-kitti) with routing="batch", transformers' rule (one head for the
+whole batch), so that its depth is comparable at batch > 1; both routings compute both heads, so the choice does
+not change the timing (the single-head models take the default, there is nothing to route). The traced graphs
+(OpenVINO, the TorchScript ONNX export) freeze the head transformers picked for the example input (its `.item()`
+on the domain vote): the script traces with the very input it times, so their depth is comparable, but they
+compute one head where zoedepth-jax computes both. zoedepth-jax's ONNX graph routes each image by its own logits
+(routing="per_image", the only routing it exports): its depth matches the others where every image of the batch
+picks the head the batch vote picks.
 
 Method
 - Each configuration runs in a fresh worker process per batch size (`--worker`), which loads and compiles,
@@ -56,16 +74,20 @@ Method
 - Compile time: JAX lower + compile; torch.compile the first call (with an empty inductor cache of the worker's
   own, so that it is a cold compile, not what an earlier run left on disk); OpenVINO convert + compile; ONNX
   Runtime export + InferenceSession creation. Errors: per pixel |depth - ref| / ref against torch_eager_fp32's
-  depth, median and max; "non-finite output" when a configuration returns NaN or inf, which is reported, never
-  a crash. A configuration that fails (an export, a compile) is reported with its error and the others go on;
-  a failing anchor ends the run.
+  depth, median and max. Relative depth (da-v2-relative: inverse depth out of a ReLU, zero or near it where the
+  scene is far, so that a per-pixel ratio is undefined or meaningless) is measured against each image's scale:
+  per pixel |depth - ref| / max(ref over that image), median and max (the JSON's settings name the rule).
+  "non-finite output" when a configuration returns NaN or inf, which is reported, never a crash. A configuration
+  that fails (an export, a compile) is reported with its error and the others go on; a failing anchor ends the
+  run.
 - Output: a markdown table on stdout (one row per configuration and batch size; the anchor's row is its first
   group's), progress on stderr, and everything (per-run times, every group's anchor, the machine: CPU model,
   cores, AMX and bf16 flags, load average at start and end; library versions) in --json.
 
-`--quick` runs the tiny test architecture at 128x160, batch 2 (one batch size: the workers' start-up, not the
-model, takes the time), 2 runs, without the torch.compile configurations: inductor takes minutes to compile even
-the tiny model on a few cores (name them in --configs to include them). Needs the `bench` extra.
+`--quick` runs the tiny test architecture at 128x160 (the DINOv2 models at 98x126, 7x9 patches), batch 2 (one
+batch size: the workers' start-up, not the model, takes the time), 2 runs, without the torch.compile
+configurations: inductor takes minutes to compile even the tiny model on a few cores (name them in --configs to
+include them). Needs the `bench` extra.
 """
 
 from __future__ import annotations
@@ -88,7 +110,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from common import build_checkpoint, machine_facts, relative_errors
+from common import (
+    ARCHITECTURES,
+    BEIT_VARIANTS,
+    RELATIVE_VARIANTS,
+    VARIANTS,
+    build_checkpoint,
+    errors_to_image_max,
+    load_transformers_depth_model,
+    machine_facts,
+    relative_errors,
+)
 
 BENCHMARKS = Path(__file__).resolve().parent
 ANCHOR = "torch_eager_fp32"
@@ -107,6 +139,11 @@ CONFIGS = (
 QUICK_CONFIGS = tuple(c for c in CONFIGS if not c.startswith("torch_compile"))
 FULL = {"height": 384, "width": 512, "batch_sizes": "1,4", "runs": 5}
 QUICK = {"height": 128, "width": 160, "batch_sizes": "2", "runs": 2}
+# The DINOv2 models' input: 518 pixels on the long side (their pretraining and released size, 37 patches of 14) and
+# a 3:4 landscape aspect, 392x518 (28x37 patches, the size the Depth Anything V1 metric configs set); quick: 7x9
+# patches, an odd grid as at full size.
+DINOV2_FULL = {"height": 392, "width": 518}
+DINOV2_QUICK = {"height": 98, "width": 126}
 # Pause before each timed run: a worker's thread pool spins a little after its run returns (ONNX Runtime's does),
 # which would take cores from the next worker's run.
 SETTLE_S = 0.1
@@ -131,6 +168,28 @@ MEMORY_ESTIMATES = {
     "onnxruntime": (3.0, 76200),
     "onnxruntime_jax2onnx": (3.0, 19400),  # a guess with margin: conversion traces symbolically, holds no tensors
 }
+# The same for the DINOv2-L/14 models (Depth Anything V2 Large, V1 metric), whose checkpoints are about the size of
+# BEiT-L ZoeDepth's (335-345 M parameters; the copies scale with the checkpoint read from disk). Per pixel they hold
+# more: 1/196 tokens per pixel against 1/256 (+31% for every token tensor of the backbone, and the neck's maps at
+# 1/3.5 of the input against 1/4: +31%), attention scores quadratic in the tokens per image (+82% per pixel at
+# 392x518 against 384x512). The per-pixel figures are BEiT's x 1.5, and x 2 for OpenVINO's tracer
+# (attention-score tensors are a large share of what it holds), rounded up. onnxruntime: these models have no
+# data-dependent head choice, and torch.onnx's dynamo exporter exports them (the quick runs say so), which holds no
+# traced intermediates: the figure of onnxruntime_jax2onnx, a guess with margin. Measured at full size
+# (392x518, batch 1): peaks of jax_fp32 1887 and 2034 MiB, torch_eager_fp32 2208 and 2713 MiB (da-v2-relative,
+# da-v1-metric), within these estimates (4396 and 3117 MiB).
+DINOV2_MEMORY_ESTIMATES = {
+    "jax_fp32": (2.0, 4200),
+    "jax_bf16": (2.5, 4200),
+    "torch_eager_fp32": (1.0, 4200),
+    "torch_eager_bf16": (1.5, 4200),
+    "torch_compile_fp32": (2.0, 4200),
+    "torch_compile_bf16": (2.5, 4200),
+    "openvino_default": (2.0, 38800),
+    "openvino_f32": (2.0, 48200),
+    "onnxruntime": (3.0, 38800),
+    "onnxruntime_jax2onnx": (3.0, 38800),
+}
 LIBRARIES_MIB = 1024
 
 
@@ -146,10 +205,21 @@ class Prepared:
     details: dict
 
 
-def load_transformers_model(folder: Path):
-    from transformers import ZoeDepthForDepthEstimation
+def checkpoint_config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
 
-    return ZoeDepthForDepthEstimation.from_pretrained(folder).eval()
+
+def load_transformers_model(folder: Path):
+    """transformers' model of the checkpoint (common.load_transformers_depth_model)."""
+    return load_transformers_depth_model(folder)
+
+
+def jax_routing(folder: Path) -> str:
+    """transformers' rule, one head for the whole batch, where there is a choice: ZoeDepth with two metric heads.
+    Every other model has one head and takes from_pretrained's default."""
+    config = checkpoint_config(folder)
+    two_heads = config["model_type"] == "zoedepth" and len(config.get("bin_configurations") or []) > 1
+    return "batch" if two_heads else "per_image"
 
 
 def prepare_jax(folder: Path, images: np.ndarray, bf16: bool) -> Prepared:
@@ -158,7 +228,8 @@ def prepare_jax(folder: Path, images: np.ndarray, bf16: bool) -> Prepared:
 
     from zoedepth_jax import from_pretrained
 
-    model, variables = from_pretrained(folder, dtype=jnp.bfloat16 if bf16 else jnp.float32, routing="batch")
+    dtype = jnp.bfloat16 if bf16 else jnp.float32
+    model, variables = from_pretrained(folder, dtype=dtype, routing=jax_routing(folder))
     x = jnp.asarray(images.transpose(0, 2, 3, 1))  # [B, H, W, 3]
     start = time.perf_counter()
     compiled = jax.jit(model.apply).lower(variables, x).compile()
@@ -195,9 +266,20 @@ def prepare_openvino(folder: Path, images: np.ndarray, precision_f32: bool) -> P
     import torch
 
     model = load_transformers_model(folder)
+    example = torch.from_numpy(images)
+    fallback = {}
     start = time.perf_counter()
     with torch.no_grad():  # the tracer holds every intermediate tensor; without autograd's records on top
-        ov_model = ov.convert_model(model, example_input=torch.from_numpy(images))
+        try:
+            ov_model = ov.convert_model(model, example_input=example)
+        except Exception as error:  # e.g. the Depth Anything V1 model's position-embedding resize, whose scale
+            # factors the TorchScript tracer turns into tensors: torch.export traces with the shapes as constants
+            fallback["torchscript_trace_error"] = describe(error)
+            try:
+                ov_model = ov.convert_model(torch.export.export(model, (example,)))
+            except Exception as export_error:
+                raise RuntimeError(f"trace: {describe(error)}; torch.export: {describe(export_error)}") from None
+            fallback["converter"] = "torch.export"
     ov_model.reshape(list(images.shape))  # static [B, 3, H, W]
     convert_s = time.perf_counter() - start
     config = {ov.properties.hint.inference_precision: ov.Type.f32} if precision_f32 else {}
@@ -205,12 +287,14 @@ def prepare_openvino(folder: Path, images: np.ndarray, precision_f32: bool) -> P
     compiled = ov.Core().compile_model(ov_model, "CPU", config)  # copies the weights: the torch model may go
     compile_s = time.perf_counter() - start
     request = compiled.create_infer_request()
-    depth_output = compiled.output("predicted_depth")
+    # the exported program's one output (predicted_depth) carries no name
+    depth_output = compiled.output(0) if fallback else compiled.output("predicted_depth")
     return Prepared(
         # a copy: the result aliases the request's output buffer, which the next inference overwrites
         run=lambda: np.array(request.infer({0: images})[depth_output], np.float32),
         compile_s=convert_s + compile_s,
-        details={
+        details=fallback
+        | {
             "compile_covers": "convert + compile",
             "convert_s": convert_s,
             "compile_model_s": compile_s,
@@ -296,7 +380,7 @@ PREPARE = {
     "onnxruntime": lambda folder, images, scratch: prepare_onnxruntime(folder, images, scratch),
     "onnxruntime_jax2onnx": lambda folder, images, scratch: prepare_onnxruntime_jax2onnx(folder, images, scratch),
 }
-assert set(PREPARE) == set(CONFIGS) == set(MEMORY_ESTIMATES)
+assert set(PREPARE) == set(CONFIGS) == set(MEMORY_ESTIMATES) == set(DINOV2_MEMORY_ESTIMATES)
 
 
 def describe(error: BaseException) -> str:
@@ -432,8 +516,14 @@ class Worker:
         return self.error is None
 
 
-def estimated_peak_mib(config: str, weights_mib: float, batch: int, height: int, width: int) -> float:
-    copies, bytes_per_pixel = MEMORY_ESTIMATES[config]
+def memory_estimates(variant: str) -> dict[str, tuple[float, float]]:
+    return MEMORY_ESTIMATES if variant in BEIT_VARIANTS else DINOV2_MEMORY_ESTIMATES
+
+
+def estimated_peak_mib(
+    config: str, weights_mib: float, batch: int, height: int, width: int, estimates: dict | None = None
+) -> float:
+    copies, bytes_per_pixel = (estimates or MEMORY_ESTIMATES)[config]
     return LIBRARIES_MIB + copies * weights_mib + batch * height * width * bytes_per_pixel / 2**20
 
 
@@ -498,7 +588,10 @@ def plan_groups(
 def run_batch(batch: int, configs: list[str], args, folder: Path, images_file: Path, scratch: Path) -> list[dict]:
     """Every configuration at one batch size, in groups that fit the memory budget; one result each."""
     weights_mib = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20
-    estimates = {c: estimated_peak_mib(c, weights_mib, batch, args.height, args.width) for c in [ANCHOR, *configs]}
+    table = memory_estimates(args.variant)
+    estimates = {
+        c: estimated_peak_mib(c, weights_mib, batch, args.height, args.width, table) for c in [ANCHOR, *configs]
+    }
     groups, skipped = plan_groups(configs, estimates, args.memory_budget_gib * 1024)
     results = []
     for config in skipped:
@@ -516,11 +609,11 @@ def run_batch(batch: int, configs: list[str], args, folder: Path, images_file: P
             if not workers[0].ok:
                 raise SystemExit(f"the reference configuration {ANCHOR} failed: {workers[0].error}")
         run_group(workers, args.runs)
-        results += summarize_group(workers, batch, group_index)
+        results += summarize_group(workers, batch, group_index, args.variant in RELATIVE_VARIANTS)
     return results
 
 
-def summarize_group(group: list[Worker], batch: int, group_index: int) -> list[dict]:
+def summarize_group(group: list[Worker], batch: int, group_index: int, relative_depth: bool = False) -> list[dict]:
     anchor = group[0]
     if not anchor.ok:
         raise SystemExit(f"the reference configuration {ANCHOR} failed: {anchor.error}")
@@ -548,8 +641,9 @@ def summarize_group(group: list[Worker], batch: int, group_index: int) -> list[d
         }
         if worker is not anchor:
             depth = np.load(worker.scratch / "depth.npy")
+            errors = errors_to_image_max if relative_depth else relative_errors
             result["depth_error_vs_torch_eager_fp32"] = (
-                relative_errors(depth, reference_depth) if worker.report["finite"] else "non-finite output"
+                errors(depth, reference_depth) if worker.report["finite"] else "non-finite output"
             )
         if result["peak_rss_mib"] > worker.estimated_peak_mib:
             print(
@@ -601,10 +695,11 @@ def error_text(error: dict | str | None) -> str:
     return error if isinstance(error, str) else f"{error['median']:.1e} / {error['max']:.1e}"
 
 
-def markdown_table(results: list[dict]) -> str:
+def markdown_table(results: list[dict], relative_depth: bool = False) -> str:
+    error_header = "depth err. / image max, median / max" if relative_depth else "depth rel. err. median / max"
     lines = [
         "| config | batch | group | median s | min s | max s | images/s | vs torch eager fp32 | compile s "
-        "| peak RSS MiB | depth rel. err. median / max |",
+        f"| peak RSS MiB | {error_header} |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     not_run = []
@@ -632,9 +727,19 @@ def markdown_table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="nyu-kitti", choices=["nyu", "kitti", "nyu-kitti"])
-    parser.add_argument("--height", type=int, help=f"default {FULL['height']} ({QUICK['height']} with --quick)")
-    parser.add_argument("--width", type=int, help=f"default {FULL['width']} ({QUICK['width']} with --quick)")
+    parser.add_argument("--variant", default="nyu-kitti", choices=VARIANTS)
+    parser.add_argument(
+        "--height",
+        type=int,
+        help=f"default {FULL['height']} ({QUICK['height']} with --quick); for the da-* variants "
+        f"{DINOV2_FULL['height']} ({DINOV2_QUICK['height']})",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        help=f"default {FULL['width']} ({QUICK['width']} with --quick); for the da-* variants "
+        f"{DINOV2_FULL['width']} ({DINOV2_QUICK['width']})",
+    )
     parser.add_argument(
         "--batch-sizes", help=f"comma-separated; default {FULL['batch_sizes']} ({QUICK['batch_sizes']})"
     )
@@ -653,6 +758,8 @@ def main() -> None:
         return
 
     defaults = QUICK if args.quick else FULL
+    if args.variant not in BEIT_VARIANTS:
+        defaults = defaults | (DINOV2_QUICK if args.quick else DINOV2_FULL)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -667,7 +774,7 @@ def main() -> None:
     result = {
         "settings": {
             "variant": args.variant,
-            "architecture": "tiny test model" if args.quick else "released (BEiT-L/16, neck 256/512/1024/1024)",
+            "architecture": "tiny test model" if args.quick else ARCHITECTURES[args.variant],
             "input_hw": [args.height, args.width],
             "batch_sizes": batch_sizes,
             "runs": args.runs,
@@ -675,6 +782,9 @@ def main() -> None:
             "memory_budget_gib": args.memory_budget_gib,
             "rule": "speedup and depth error of each configuration are against torch_eager_fp32 measured in the "
             "same group (fresh processes, interleaved runs)",
+            "depth_error": "per pixel |depth - reference| / the reference's max over the same image (relative depth)"
+            if args.variant in RELATIVE_VARIANTS
+            else "per pixel |depth - reference| / reference",
         },
         "machine": machine_facts(),
         "versions": library_versions(),
@@ -693,7 +803,7 @@ def main() -> None:
     result["load_average_end"] = os.getloadavg()
     result["total_s"] = time.perf_counter() - start
     result["results"] = results
-    print(markdown_table(results))
+    print(markdown_table(results, args.variant in RELATIVE_VARIANTS))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

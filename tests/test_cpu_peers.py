@@ -1,5 +1,6 @@
 """benchmarks/cpu_peers.py on the tiny model: every runtime runs in its worker, is timed, and agrees with PyTorch
-eager fp32; the memory budget splits configurations into groups that each carry their own reference.
+eager fp32; the memory budget splits configurations into groups that each carry their own reference. The same for
+the DINOv2 models (Depth Anything V2 relative and metric, Depth Anything V1 metric), at their own input size.
 
 Run with `python -m pytest -m bench` after `pip install -e '.[bench,test]'`; a test that needs a peer runtime the
 environment lacks is skipped and says so."""
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tolerances import BF16_DEPTH_MEDIAN_RELATIVE, FP32_RELATIVE, OPENVINO_F32_DEPTH_RELATIVE
 
@@ -45,6 +47,10 @@ FP32_MAX_ERROR = {
     "openvino_f32": OPENVINO_F32_DEPTH_RELATIVE,
 }
 BF16_CONFIGS = ["jax_bf16", "torch_eager_bf16", "openvino_default"]
+DINOV2_VARIANTS = ["da-v2-relative", "da-v2-metric", "da-v1-metric"]
+# What a DINOv2 model's quick run may report as failed, with its reason, instead of timing it: zoedepth-jax's ONNX
+# export (zoedepth_jax.inference.onnx_export) converts ZoeDepth models only. When it runs, it is held to its bound.
+MAY_FAIL = {("da-v2-relative", "onnxruntime_jax2onnx"), ("da-v2-metric", "onnxruntime_jax2onnx")}
 
 
 def run_benchmark(out: Path, *arguments: str) -> dict:
@@ -128,6 +134,50 @@ def test_machine_facts(quick):
     assert len(quick["load_average_start"]) == 3 and len(quick["load_average_end"]) == 3
     for package in ("jax", "torch", "transformers", "openvino", "onnxruntime"):
         assert quick["versions"][package], package
+
+
+@pytest.fixture(scope="module", params=DINOV2_VARIANTS)
+def quick_dinov2(request, tmp_path_factory) -> tuple[str, dict]:
+    require_peers(*PEER_MODULES)
+    out = tmp_path_factory.mktemp("cpu_peers") / f"{request.param}.json"
+    return request.param, run_benchmark(out, "--variant", request.param)
+
+
+def test_dinov2_models_run_every_configuration_against_the_anchor(quick_dinov2):
+    """Each DINOv2 model at its quick input size (98x126, 7x9 patches): every configuration is timed and its depth
+    is finite and close to PyTorch eager fp32's, or (where MAY_FAIL says so) reported as failed with its reason."""
+    variant, result = quick_dinov2
+    settings = result["settings"]
+    assert settings["variant"] == variant and settings["input_hw"] == [98, 126] and settings["batch_sizes"] == [2]
+    relative = variant == "da-v2-relative"
+    assert ("max over the same image" in settings["depth_error"]) == relative, settings["depth_error"]
+    rows = by_config(result)
+    assert sorted(rows) == sorted(QUICK_CONFIGS)
+    for config, row in rows.items():
+        if row["status"] != "ok":
+            assert (variant, config) in MAY_FAIL and row["status"] == "failed" and row["error"], (config, row)
+            continue
+        assert len(row["times_s"]) == 2 and all(math.isfinite(t) and t > 0 for t in row["times_s"]), config
+        assert row["peak_rss_mib"] >= row["rss_after_warmup_mib"] > 0, config
+        if config == "torch_eager_fp32":
+            continue
+        error = row["depth_error_vs_torch_eager_fp32"]
+        assert isinstance(error, dict), (config, error)  # not "non-finite output"
+        assert 0 <= error["median"] <= error["max"] and math.isfinite(error["max"]), (config, error)
+        if config in FP32_MAX_ERROR:
+            assert error["max"] < FP32_MAX_ERROR[config], (config, error)
+        else:
+            assert error["median"] < BF16_DEPTH_MEDIAN_RELATIVE, (config, error)
+
+
+def test_errors_of_relative_depth_are_taken_against_each_image_max():
+    reference_depth = np.array([[[0.0, 1.0], [2.0, 4.0]], [[0.0, 0.0], [0.5, 0.25]]])
+    depth = reference_depth + np.array([[[0.4, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.05]]])
+    errors = cpu_peers.errors_to_image_max(depth, reference_depth)  # a zero pixel is no division by zero
+    assert errors["max"] == pytest.approx(0.1) and errors["median"] == 0.0
+    assert isinstance(cpu_peers.errors_to_image_max(depth, np.zeros_like(depth)), str)
+    assert cpu_peers.memory_estimates("nyu-kitti") is cpu_peers.MEMORY_ESTIMATES
+    assert cpu_peers.memory_estimates("da-v1-metric") is cpu_peers.DINOV2_MEMORY_ESTIMATES
 
 
 def test_groups_are_packed_in_order_within_the_budget():
