@@ -29,23 +29,19 @@ drop_path_rate=0.1, which both sides are loaded without (the original ZoeDepth t
 checked against each other.
 
 Method
-- One worker process per side, run one after the other: first zoedepth-jax (jax_fp32, jax_bf16), then PyTorch
-  (torch_eager_fp32, torch_eager_bf16). A side's step at full size needs most of a 24 GiB machine by itself (XLA
-  reports 14 GiB of temporaries for the fp32 step, on top of the 3.8 GiB state; `--json` records each compiled
-  step's buffer sizes), so the two sides never hold memory at the same time. Within a worker both
-  configurations step one shared train state (JAX: the optimizer does not depend on the compute dtype; torch:
-  one model and optimizer): a step's work does not depend on the values of the parameters. `make_train_step`
-  donates the state, so the new state takes the old one's buffers. `--configs` runs a subset (torch_eager_fp32
-  always runs: it is the reference).
-- In a worker: the side loads (JAX: creates the state and compiles its steps, lower + compile, timed: the
-  compile time); warm-up: one step of each configuration, fp32 first, so that each side's fp32 step starts from
-  the loaded weights: the sanity check compares the two sides' first fp32 losses (same weights, same batch),
-  relative 1e-3. Then `--runs` rounds, each running the worker's configurations once in turn (SETTLE_S apart),
-  so that machine noise hits both precisions of a side alike. The two sides run minutes apart: their ratio is
-  only as good as the machine is steady, which is why the load average at the start and end of each worker is
-  recorded. Reported per configuration: median, min and max seconds per step, images per second, speed against
-  torch_eager_fp32's median of the same run, compile time and the loss of each step; per worker, its resident
-  memory after the warm-up and its peak (VmHWM).
+- One worker process per configuration, run one after the other in the order of CONFIGS. At full size one step
+  needs nearly all of a 24 GiB machine by itself: XLA reports 14 GiB of temporaries for the fp32 step on top of
+  the 3.8 GiB train state, and the process peaked at 22 GiB; two configurations in one process (their heaps do
+  not shrink back between steps) or two processes at once do not fit. `--json` records each compiled step's
+  buffer sizes and each worker's peak. `make_train_step` donates the state, so the new state takes the old
+  one's buffers. `--configs` runs a subset (torch_eager_fp32 always runs: it is the reference).
+- In a worker: the model loads (JAX: the train state is created and the step compiled, lower + compile, timed:
+  the compile time), one warm-up step from the loaded weights, then `--runs` timed steps. The sanity check
+  compares the first-step losses of jax_fp32 and torch_eager_fp32 (same weights, same batch), relative 1e-3.
+  The configurations run minutes apart, so their ratios are only as good as the machine is steady: each
+  worker records the load average at its start and end. Reported per configuration: median, min and max
+  seconds per step, images per second, speed against torch_eager_fp32's median of the same run, compile time
+  and the loss of each step; per worker, its resident memory after the warm-up and its peak (VmHWM).
 - Output: a markdown table on stdout, progress on stderr, everything (per-run times and losses, the machine: CPU
   model, cores, AMX and bf16 flags; library versions, thread counts, XLA's buffer sizes of each compiled step,
   the commit) in --json. The exit status is 1 when the loss check fails, after the report; a worker that fails
@@ -76,7 +72,6 @@ from common import commit, machine_facts, process_memory_mib
 
 BENCHMARKS = Path(__file__).resolve().parent
 CONFIGS = ("jax_fp32", "jax_bf16", "torch_eager_fp32", "torch_eager_bf16")
-SIDES = ("jax", "torch")  # each side's configurations run in a worker process of their own, in this order
 ANCHOR = "torch_eager_fp32"
 FULL = {"height": 384, "width": 512, "batch": 2, "runs": 5}
 QUICK = {"height": 64, "width": 96, "batch": 2, "runs": 2}
@@ -281,10 +276,6 @@ def markdown_table(results: list[dict], check: dict | None) -> str:
             f"{check['relative_difference']:.1e} (tolerance {check['tolerance']:.0e}): "
             + ("passed" if check["passed"] else "FAILED")
         )
-    lines.append(
-        "The bf16 configurations' first steps start from weights their side's fp32 step has already updated "
-        "(one shared state per side), so their losses are not comparable with the fp32 ones."
-    )
     return "\n".join(lines)
 
 
@@ -317,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="a one-domain save_pretrained folder; built there if absent")
     parser.add_argument("--quick", action="store_true", help="the tiny test architecture: a check of the script")
     parser.add_argument("--json", type=Path, help="also write all results here")
-    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)  # one side's process (run_worker)
+    parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)  # one configuration's process
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
@@ -333,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = TrainConfig(total_steps=TOTAL_STEPS)  # ZoeD-N's recipe (TrainConfig.for_model of a one-domain model)
     if args.worker:
-        worker_main(args.worker, [name for name in CONFIGS if name in chosen], args, config)
+        worker_main(args.worker, args, config)
         return 0
     result = {
         "settings": {
@@ -344,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             "configs": names,
             "dropout_and_drop_path": 0.0,
             "train_config": dataclasses.asdict(config),
-            "rule": "one worker process per side, jax then torch; in each, interleaved rounds after one warm-up "
-            "step per configuration; speed against torch_eager_fp32's median of the same run",
+            "rule": "one worker process per configuration, one after the other; in each, one warm-up step, then "
+            "the timed steps; speed against torch_eager_fp32's median of the same run",
         },
         "machine": machine_facts(),
         "commit": commit(),
@@ -354,59 +345,52 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="train_step_") as scratch:
         folder = prepare_checkpoint(args, Path(scratch))
-        workers = {}
-        for side in SIDES:
-            side_names = [name for name in names if name.startswith(side)]
-            if side_names:
-                workers[side] = run_worker(side, side_names, folder, args, Path(scratch) / f"{side}.json")
+        workers = {name: run_worker(name, folder, args, Path(scratch) / f"{name}.json") for name in names}
     result["total_s"] = time.perf_counter() - start
-    result["workers"] = {side: worker["process"] for side, worker in workers.items()}
-    configurations = {c["name"]: c for worker in workers.values() for c in worker["configurations"]}
+    result["workers"] = {name: worker["process"] for name, worker in workers.items()}
+    configurations = {name: worker["configuration"] for name, worker in workers.items()}
     result["results"] = summarize(configurations, args.batch)
     result["loss_check"] = check = loss_check(configurations)
     print(markdown_table(result["results"], check))
-    for side, process in result["workers"].items():
+    for name, process in result["workers"].items():
         memory = f"{process['rss_after_warmup_mib']:.0f} MiB after the warm-up, peak {process['peak_mib']:.0f} MiB"
-        log(f"{side} worker: {memory}")
+        log(f"{name} worker: {memory}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 1 if check is not None and not check["passed"] else 0
 
 
-def run_worker(side: str, names: list[str], folder: Path, args: argparse.Namespace, out: Path) -> dict:
-    """Runs one side's configurations in a process of their own and returns what it wrote to `out`."""
-    command = [sys.executable, __file__, "--worker", side, "--configs", ",".join(names), "--checkpoint", str(folder)]
+def run_worker(name: str, folder: Path, args: argparse.Namespace, out: Path) -> dict:
+    """Runs one configuration in a process of its own and returns what it wrote to `out`."""
+    command = [sys.executable, __file__, "--worker", name, "--checkpoint", str(folder), "--json", str(out)]
     command += ["--height", str(args.height), "--width", str(args.width), "--batch", str(args.batch)]
-    command += ["--runs", str(args.runs), "--json", str(out)]
-    log(f"{side} worker: {', '.join(names)}")
+    command += ["--runs", str(args.runs)]
+    log(f"{name} worker")
     completed = subprocess.run(command, cwd=BENCHMARKS)
     if completed.returncode != 0:
-        raise SystemExit(f"the {side} worker failed (exit status {completed.returncode}); its log is above")
+        raise SystemExit(f"the {name} worker failed (exit status {completed.returncode}); its log is above")
     return json.loads(out.read_text())
 
 
-def worker_main(side: str, names: list[str], args: argparse.Namespace, config) -> None:
-    """One side: set-up, a warm-up step per configuration, `args.runs` interleaved rounds; writes --json."""
+def worker_main(name: str, args: argparse.Namespace, config) -> None:
+    """One configuration: set-up, a warm-up step, `args.runs` timed steps; writes --json."""
     start = time.perf_counter()
     data = training_batch(args.batch, args.height, args.width)
-    setup = {"jax": setup_jax, "torch": setup_torch}[side]
-    configurations = setup(args.checkpoint, data, names, config)
+    setup = setup_jax if name.startswith("jax") else setup_torch
+    (configuration,) = setup(args.checkpoint, data, [name], config)
     process = {"load_average_start": os.getloadavg()}
-    for configuration in configurations:
-        seconds = configuration.run()
-        log(f"{configuration.name}: warm-up step {seconds:.2f} s, loss {configuration.losses[-1]:.6g}")
+    seconds = configuration.run()
+    log(f"{name}: warm-up step {seconds:.2f} s, loss {configuration.losses[-1]:.6g}")
     process["setup_and_warmup_s"] = time.perf_counter() - start
     process["rss_after_warmup_mib"] = process_memory_mib()["rss"]
-    for round_index in range(args.runs):
-        for configuration in configurations:
-            time.sleep(SETTLE_S)
-            configuration.times_s.append(configuration.run())
-        timings = ", ".join(f"{c.name} {c.times_s[-1]:.2f} s" for c in configurations)
-        log(f"{side} round {round_index + 1}/{args.runs}: {timings}")
+    for run in range(args.runs):
+        time.sleep(SETTLE_S)
+        configuration.times_s.append(configuration.run())
+        log(f"{name} step {run + 1}/{args.runs}: {configuration.times_s[-1]:.2f} s")
     process |= {"peak_mib": process_memory_mib()["peak"], "load_average_end": os.getloadavg()}
     fields = ("name", "compile_s", "details", "times_s", "losses")
-    written = [{field: getattr(c, field) for field in fields} for c in configurations]
-    args.json.write_text(json.dumps({"process": process, "configurations": written}, indent=2) + "\n")
+    written = {field: getattr(configuration, field) for field in fields}
+    args.json.write_text(json.dumps({"process": process, "configuration": written}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
