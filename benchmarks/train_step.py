@@ -31,7 +31,7 @@ checked against each other.
 Method
 - One worker process per configuration, run one after the other in the order of CONFIGS. At full size one step
   needs nearly all of a 24 GiB machine by itself: XLA reports 14 GiB of temporaries for the fp32 step on top of
-  the 3.8 GiB train state, and the process peaked at 22 GiB; two configurations in one process (their heaps do
+  the 3.8 GiB train state, and a process peaks at 21-23 GiB; two configurations in one process (their heaps do
   not shrink back between steps) or two processes at once do not fit. `--json` records each compiled step's
   buffer sizes and each worker's peak. `make_train_step` donates the state, so the new state takes the old
   one's buffers. `--configs` runs a subset (torch_eager_fp32 always runs: it is the reference).

@@ -8,6 +8,7 @@ replaces every parameter with values at a scale that keeps activations of order 
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from pathlib import Path
 
@@ -420,6 +421,16 @@ def original_state_dict(hf_state: dict[str, np.ndarray]) -> dict[str, np.ndarray
         renamed[f"{prefix}.log_binomial_transform.k_idx"] = np.arange(n_bins, dtype=np.int64).reshape(1, -1, 1, 1)
         renamed[f"{prefix}.log_binomial_transform.K_minus_1"] = np.full((1, 1, 1, 1), n_bins - 1, np.float32)
     return renamed
+
+
+def stand_in(layout: dict[str, list[int]], int64_patterns: list[str]) -> dict[str, np.ndarray]:
+    """Zero-stride arrays of the shapes of a key-list fixture (tests/data/*_layouts.json): a full-size state dict
+    that takes no memory. Keys matching one of `int64_patterns` (the fixture's "_int64_buffers") are int64."""
+
+    def dtype(key):
+        return np.int64 if any(fnmatch.fnmatchcase(key, pattern) for pattern in int64_patterns) else np.float32
+
+    return {key: np.broadcast_to(np.zeros((), dtype(key)), shape) for key, shape in layout.items()}
 
 
 ORIGINAL_VARIANTS = {"N": "nyu", "K": "kitti", "NK": "nyu-kitti"}

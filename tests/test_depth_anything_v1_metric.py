@@ -11,7 +11,6 @@ and compares depth and intermediates with that model patched to compute as the o
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
 import json
 import os
@@ -27,10 +26,8 @@ import reference
 import torch
 from PIL import Image
 from tolerances import (
-    FP32_RELATIVE,
-    LOG_BINOMIAL_VS_FLOAT64_FACTOR,
     RESIZE_RELATIVE,
-    depth_relative_error,
+    assert_zoedepth_maps_match,
     relative_error,
 )
 
@@ -63,16 +60,8 @@ SIZES = [(70, 98), (56, 84)]
 KINDS = ("indoor", "outdoor-normed")  # the released layout, and the head the original's KITTI model config builds
 
 
-def is_int64(key: str) -> bool:
-    return any(fnmatch.fnmatchcase(key, pattern) for pattern in LAYOUTS["_int64_buffers"])
-
-
 def stand_in(layout: dict[str, list[int]]) -> dict[str, np.ndarray]:
-    """Zero-stride arrays of the fixture's shapes: a full-size state dict that takes no memory."""
-    return {
-        key: np.broadcast_to(np.zeros((), np.int64 if is_int64(key) else np.float32), shape)
-        for key, shape in layout.items()
-    }
+    return reference.stand_in(layout, LAYOUTS["_int64_buffers"])
 
 
 def released(name: str, normed: bool = False) -> dict[str, np.ndarray]:
@@ -177,26 +166,6 @@ def run_ours(config, variables, images_nchw) -> dict[str, np.ndarray]:
     }
 
 
-def assert_matches(ours: dict, expected: dict, exact_depth: np.ndarray | None = None):
-    """Depth (per pixel), bin centres, relative depth, neck maps and backbone stages agree; none is degenerate.
-    With `exact_depth` (transformers in float64), depth beyond the bound passes if it is no farther from that than
-    transformers' fp32 depth is (tolerances.LOG_BINOMIAL_VS_FLOAT64_FACTOR)."""
-    for image in expected["predicted_depth"]:
-        assert image.std() / image.mean() > 0.05, f"degenerate reference depth (std/mean {image.std() / image.mean()})"
-    errors = {}
-    for name, value in expected.items():
-        assert np.std(value) > 1e-3, f"degenerate reference {name}"
-        errors[name] = relative_error(ours[name], value)
-    errors["predicted_depth"] = depth_relative_error(ours["predicted_depth"], expected["predicted_depth"])
-    if exact_depth is not None and errors["predicted_depth"] > FP32_RELATIVE:
-        ours_off = depth_relative_error(ours["predicted_depth"], exact_depth)
-        theirs_off = depth_relative_error(expected["predicted_depth"], exact_depth)
-        assert ours_off <= LOG_BINOMIAL_VS_FLOAT64_FACTOR * theirs_off, (ours_off, theirs_off)
-        del errors["predicted_depth"]
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= FP32_RELATIVE, f"{worst} differs by {errors[worst]:.2e} (all: {errors})"
-
-
 CASES = [(kind, size) for kind in KINDS for size in SIZES]
 
 
@@ -215,7 +184,7 @@ def test_matches_the_original(files, kind, size):
         f"seed_bin_centers_{model.config.bin_configurations[0].name}",
         f"bin_centers_{model.config.bin_configurations[0].name}",
     }
-    assert_matches(run_ours(model.config, variables, images), expected)
+    assert_zoedepth_maps_match(run_ours(model.config, variables, images), expected)
 
 
 def test_transformers_rules_would_not_match(files):
@@ -227,7 +196,9 @@ def test_transformers_rules_would_not_match(files):
     expected = reference.run_reference_on_dinov2(hf_model, images)
     backbone = dataclasses.replace(model.config.backbone_config, interpolate_offset=0.0)
     with pytest.raises(AssertionError, match="differs by"):
-        assert_matches(run_ours(model.config.replace(backbone_config=backbone), variables, images), expected)
+        assert_zoedepth_maps_match(
+            run_ours(model.config.replace(backbone_config=backbone), variables, images), expected
+        )
     doubled = run_ours(model.config.replace(depth_anything_dpt=False), variables, images)
     assert doubled["predicted_depth"].shape == (2, 64, 96)  # 16/14 of the input: transformers' ZoeDepth on DINOv2
 
@@ -303,7 +274,9 @@ def test_convert_writes_a_folder_that_loads_without_torch(files, tmp_path):
     assert sorted(p.name for p in conversion.out.iterdir()) == ["config.json", "flax_model.safetensors"]
     model, variables = from_pretrained(conversion.out)
     images = reference.test_images(1, *SIZES[0], seed=6)
-    assert_matches(run_ours(model.config, variables, images), reference.run_reference_on_dinov2(hf_model, images))
+    assert_zoedepth_maps_match(
+        run_ours(model.config, variables, images), reference.run_reference_on_dinov2(hf_model, images)
+    )
     with pytest.raises(ConfigError, match="pass variant="):
         convert(files["indoor"][1], tmp_path / "indoor")
     convert(files["indoor"][1], tmp_path / "indoor", variant="indoor")
@@ -371,7 +344,7 @@ def test_full_size_matches_the_original(tmp_path):
         exact = hf_model.double()(torch.from_numpy(images).double()).predicted_depth.numpy()
     del hf_model
     model, variables = from_pretrained(tmp_path / "indoor.pt", variant="indoor")
-    assert_matches(run_ours(model.config, variables, images), expected, exact_depth=exact)
+    assert_zoedepth_maps_match(run_ours(model.config, variables, images), expected, exact_depth=exact)
 
 
 def test_convert_then_predict_with_the_original_preprocessing(files, tmp_path):

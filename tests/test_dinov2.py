@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import reference
 import torch
-from tolerances import FP32_RELATIVE, RESIZE_RELATIVE, depth_relative_error, relative_error
+from tolerances import FP32_RELATIVE, RESIZE_RELATIVE, assert_zoedepth_maps_match, relative_error
 
 from zoedepth_jax import (
     CheckpointError,
@@ -174,18 +174,6 @@ def run_zoedepth(model, variables, images_nchw) -> dict[str, np.ndarray]:
     return dict(intermediates, predicted_depth=output.predicted_depth)
 
 
-def assert_zoedepth_matches(ours: dict, expected: dict):
-    for image in expected["predicted_depth"]:
-        assert image.std() / image.mean() > 0.05, f"degenerate reference depth (std/mean {image.std() / image.mean()})"
-    errors = {}
-    for name, value in expected.items():
-        assert np.std(value) > 1e-3, f"degenerate reference {name}"
-        errors[name] = relative_error(ours[name], value)
-    errors["predicted_depth"] = depth_relative_error(ours["predicted_depth"], expected["predicted_depth"])
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= FP32_RELATIVE, f"{worst} differs by {errors[worst]:.2e} (all: {errors})"
-
-
 def test_zoedepth_on_dinov2_matches_transformers(zoedepth_on_dinov2):
     """Depth, bin centres, neck maps and the layernormed backbone stages, on a 5x7 patch grid."""
     hf_model, folder = zoedepth_on_dinov2
@@ -194,7 +182,7 @@ def test_zoedepth_on_dinov2_matches_transformers(zoedepth_on_dinov2):
     images = reference.test_images(2, 70, 98, seed=8)
     expected = reference.run_reference_on_dinov2(hf_model, images)
     assert {"backbone_stage4", "neck_fusion_3", "bin_centers_metric", "relative_depth"} <= set(expected)
-    assert_zoedepth_matches(run_zoedepth(model, variables, images), expected)
+    assert_zoedepth_maps_match(run_zoedepth(model, variables, images), expected)
 
 
 def test_zoedepth_on_dinov2_perturbed_weight_breaks_parity(zoedepth_on_dinov2):
@@ -204,7 +192,7 @@ def test_zoedepth_on_dinov2_perturbed_weight_breaks_parity(zoedepth_on_dinov2):
     embeddings["position_embeddings"] = embeddings["position_embeddings"].at[0, 7, 5].multiply(1.01)
     images = reference.test_images(2, 70, 98, seed=8)
     with pytest.raises(AssertionError, match="differs by"):
-        assert_zoedepth_matches(
+        assert_zoedepth_maps_match(
             run_zoedepth(model, variables, images), reference.run_reference_on_dinov2(hf_model, images)
         )
 

@@ -8,7 +8,6 @@ compares depth with transformers run on the same weights.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 import os
@@ -43,16 +42,8 @@ VARIANTS = ("N", "K", "NK")
 SIZE = (96, 128)  # one input shape for the whole file: one compile per config (see `compiled`)
 
 
-def is_int64(key: str) -> bool:
-    return any(fnmatch.fnmatchcase(key, pattern) for pattern in LAYOUTS["_int64_buffers"])
-
-
 def stand_in(layout: dict[str, list[int]]) -> dict[str, np.ndarray]:
-    """Zero-stride arrays of the fixture's shapes: a full-size state dict that takes no memory."""
-    return {
-        key: np.broadcast_to(np.zeros((), np.int64 if is_int64(key) else np.float32), shape)
-        for key, shape in layout.items()
-    }
+    return reference.stand_in(layout, LAYOUTS["_int64_buffers"])
 
 
 @pytest.fixture(scope="module")

@@ -118,3 +118,23 @@ GEOMETRY_FLOAT64_RELATIVE = 1e-12
 # transformers' own fp32 depth was 2.6e-3 from a float64 run and ours 2.2e-3. Where depth exceeds the parity bound,
 # transformers in float64 decides, by the rule and margin of the normed bins above.
 LOG_BINOMIAL_VS_FLOAT64_FACTOR = FLOAT64_ARBITER_FACTOR
+
+
+def assert_zoedepth_maps_match(ours: dict, expected: dict, exact_depth: np.ndarray | None = None):
+    """Depth (per pixel), bin centres, relative depth, neck maps and backbone stages agree; none is degenerate.
+    With `exact_depth` (transformers in float64), depth beyond the bound passes if it is no farther from that than
+    transformers' fp32 depth is (LOG_BINOMIAL_VS_FLOAT64_FACTOR)."""
+    for image in expected["predicted_depth"]:
+        assert image.std() / image.mean() > 0.05, f"degenerate reference depth (std/mean {image.std() / image.mean()})"
+    errors = {}
+    for name, value in expected.items():
+        assert np.std(value) > 1e-3, f"degenerate reference {name}"
+        errors[name] = relative_error(ours[name], value)
+    errors["predicted_depth"] = depth_relative_error(ours["predicted_depth"], expected["predicted_depth"])
+    if exact_depth is not None and errors["predicted_depth"] > FP32_RELATIVE:
+        ours_off = depth_relative_error(ours["predicted_depth"], exact_depth)
+        theirs_off = depth_relative_error(expected["predicted_depth"], exact_depth)
+        assert ours_off <= LOG_BINOMIAL_VS_FLOAT64_FACTOR * theirs_off, (ours_off, theirs_off)
+        del errors["predicted_depth"]
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= FP32_RELATIVE, f"{worst} differs by {errors[worst]:.2e} (all: {errors})"

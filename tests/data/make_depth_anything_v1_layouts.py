@@ -48,23 +48,12 @@ import json
 import re
 from pathlib import Path
 
+from make_original_layouts import conv, layer_norm, linear, single_metric_head
+
 D, DEPTH, PATCH, GRID = 1024, 24, 14, 37  # DINOv2 ViT-L/14 pretrained at 518: a 37 x 37 patch grid
 NECK = (256, 512, 1024, 1024)  # DPTHead out_channels
 FEATURES = 256  # DPTHead features: fusion width and ZoeDepth's bottleneck
-RELATIVE = 32  # output_conv2's hidden width: the relative features of ZoeDepth's head
-N_BINS, EMBED, ATTRACTORS = 64, 128, (16, 8, 4, 1)
-
-
-def linear(prefix, out, inp, bias=True):
-    return {f"{prefix}.weight": [out, inp], **({f"{prefix}.bias": [out]} if bias else {})}
-
-
-def conv(prefix, out, inp, k, bias=True):
-    return {f"{prefix}.weight": [out, inp, k, k], **({f"{prefix}.bias": [out]} if bias else {})}
-
-
-def layer_norm(prefix, dim):
-    return {f"{prefix}.weight": [dim], f"{prefix}.bias": [dim]}
+RELATIVE = 32  # output_conv2's hidden width: the relative features of ZoeDepth's head (single_metric_head's 32)
 
 
 def dinov2(prefix):
@@ -100,30 +89,8 @@ def dpt_head(prefix):
     return keys
 
 
-def mlp_net(prefix, out, mid, inp):
-    """The two 1x1 convolutions of a `_net` Sequential (indices 0 and 2; 1 and 3 are activations)."""
-    return {**conv(f"{prefix}._net.0", mid, inp, 1), **conv(f"{prefix}._net.2", out, mid, 1)}
-
-
 def zoedepth(normed: bool):
-    keys = {**dinov2("core.core.pretrained."), **dpt_head("core.core.depth_head.")}
-    keys.update(conv("conv2", FEATURES, FEATURES, 1))
-    keys.update(mlp_net("seed_bin_regressor", N_BINS, 256, FEATURES))  # SeedBinRegressor mlp_dim default 256
-    keys.update(mlp_net("seed_projector", EMBED, 128, FEATURES))  # Projector mlp_dim default 128
-    for i in range(4):
-        keys.update(mlp_net(f"projectors.{i}", EMBED, 128, FEATURES))
-    for i, n in enumerate(ATTRACTORS):
-        keys.update(mlp_net(f"attractors.{i}", 2 * n if normed else n, 128, EMBED))
-    mid = (RELATIVE + 1 + EMBED) // 2  # relative features + relative depth, with the bin embedding
-    keys.update(
-        {
-            "conditional_log_binomial.log_binomial_transform.k_idx": [1, N_BINS, 1, 1],
-            "conditional_log_binomial.log_binomial_transform.K_minus_1": [1, 1, 1, 1],
-            **conv("conditional_log_binomial.mlp.0", mid, RELATIVE + 1 + EMBED, 1),
-            **conv("conditional_log_binomial.mlp.2", 4, mid, 1),
-        }
-    )
-    return keys
+    return {**dinov2("core.core.pretrained."), **dpt_head("core.core.depth_head."), **single_metric_head(normed)}
 
 
 def layouts() -> dict:

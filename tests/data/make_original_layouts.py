@@ -121,7 +121,14 @@ def log_binomial(prefix, in_features, bottleneck_factor):
 
 def zoedepth(normed: bool):
     """ZoeD_M12_N (softplus bins) and ZoeD_M12_K (normed bins: two outputs per attractor)."""
-    keys = {**midas("core.core."), **conv("conv2", FEATURES, FEATURES, 1)}
+    return {**midas("core.core."), **single_metric_head(normed)}
+
+
+def single_metric_head(normed: bool):
+    """What zoedepth_v1.py's ZoeDepth adds to its core: conv2, the seed bins and projector, four projectors and
+    attractors (normed bins: two outputs per attractor), and the conditional log-binomial over the relative
+    features (32) and relative depth (1)."""
+    keys = conv("conv2", FEATURES, FEATURES, 1)
     keys.update(mlp_net("seed_bin_regressor", N_BINS, 256, FEATURES))  # SeedBinRegressor mlp_dim default 256
     keys.update(mlp_net("seed_projector", EMBED, 128, FEATURES))  # Projector mlp_dim default 128
     for i in range(4):
