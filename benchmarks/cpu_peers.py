@@ -340,8 +340,10 @@ def onnxruntime_prepared(path: Path, pixel_values: np.ndarray, details: dict, co
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     details["session_s"] = time.perf_counter() - start
     details["compile_covers"] = covers
+    # The depth output: "predicted_depth", or "predicted_relative_depth" in zoedepth-jax's graph of a relative model.
+    (depth_output,) = [output.name for output in session.get_outputs() if output.name.endswith("depth")]
     return Prepared(
-        run=lambda: session.run(["predicted_depth"], {"pixel_values": pixel_values})[0],
+        run=lambda: session.run([depth_output], {"pixel_values": pixel_values})[0],
         compile_s=details["export_s"] + details["session_s"],
         details=details,
     )
