@@ -44,11 +44,9 @@ registration order). Shapes are independent of the input size.
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
-from make_original_layouts import conv, layer_norm, linear, single_metric_head
+from make_original_layouts import conv, layer_norm, linear, single_metric_head, write_layouts
 
 D, DEPTH, PATCH, GRID = 1024, 24, 14, 37  # DINOv2 ViT-L/14 pretrained at 518: a 37 x 37 patch grid
 NECK = (256, 512, 1024, 1024)  # DPTHead out_channels
@@ -105,11 +103,4 @@ def layouts() -> dict:
 
 
 if __name__ == "__main__":
-    out = Path(__file__).with_name("depth_anything_v1_layouts.json")
-    # One key per line, so that a diff of the file reads as a diff of the layouts.
-    text = json.dumps(layouts(), indent=1)
-    out.write_text(
-        re.sub(r"\[\s+([\d,\s]+?)\s+\]", lambda m: "[" + ", ".join(m[1].split(",\n")).replace(" ", "") + "]", text)
-        + "\n"
-    )
-    print(out, {name: len(keys) for name, keys in layouts().items() if not name.startswith("_")})
+    write_layouts(Path(__file__).with_name("depth_anything_v1_layouts.json"), layouts())

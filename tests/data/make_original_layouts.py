@@ -180,12 +180,15 @@ def layouts() -> dict:
     }
 
 
-if __name__ == "__main__":
-    out = Path(__file__).with_name("original_layouts.json")
-    # One key per line, so that a diff of the file reads as a diff of the layouts.
-    text = json.dumps(layouts(), indent=1)
+def write_layouts(out: Path, written: dict) -> None:
+    """Writes `written` as JSON with one key per line, so that a diff of the file reads as a diff of the layouts."""
+    text = json.dumps(written, indent=1)
     out.write_text(
         re.sub(r"\[\s+([\d,\s]+?)\s+\]", lambda m: "[" + ", ".join(m[1].split(",\n")).replace(" ", "") + "]", text)
         + "\n"
     )
-    print(out, {name: len(keys) for name, keys in layouts().items() if not name.startswith("_")})
+    print(out, {name: len(keys) for name, keys in written.items() if not name.startswith("_")})
+
+
+if __name__ == "__main__":
+    write_layouts(Path(__file__).with_name("original_layouts.json"), layouts())
