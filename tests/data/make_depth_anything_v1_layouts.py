@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from make_original_layouts import conv, layer_norm, linear, single_metric_head, write_layouts
+from make_original_layouts import conv, dpt_scratch, layer_norm, linear, single_metric_head, write_layouts
 
 D, DEPTH, PATCH, GRID = 1024, 24, 14, 37  # DINOv2 ViT-L/14 pretrained at 518: a 37 x 37 patch grid
 NECK = (256, 512, 1024, 1024)  # DPTHead out_channels
@@ -73,14 +73,7 @@ def dpt_head(prefix):
         keys.update(conv(f"{prefix}projects.{k}", width, D, 1))
     for k, kernel in ((0, 4), (1, 2), (3, 3)):  # resize_layers.2 is an Identity
         keys.update(conv(f"{prefix}resize_layers.{k}", NECK[k], NECK[k], kernel))  # ConvTranspose2d [in, out, k, k]
-    for n, width in enumerate(NECK, start=1):
-        keys.update(conv(f"{prefix}scratch.layer{n}_rn", FEATURES, width, 3, bias=False))
-    for n in range(1, 5):
-        p = f"{prefix}scratch.refinenet{n}"
-        keys.update(conv(f"{p}.out_conv", FEATURES, FEATURES, 1))
-        for unit in (1, 2):
-            for c in (1, 2):
-                keys.update(conv(f"{p}.resConfUnit{unit}.conv{c}", FEATURES, FEATURES, 3))
+    keys.update(dpt_scratch(prefix))
     keys.update(conv(f"{prefix}scratch.output_conv1", FEATURES // 2, FEATURES, 3))
     keys.update(conv(f"{prefix}scratch.output_conv2.0", RELATIVE, FEATURES // 2, 3))
     keys.update(conv(f"{prefix}scratch.output_conv2.2", 1, RELATIVE, 1))

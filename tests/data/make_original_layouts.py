@@ -91,6 +91,16 @@ def midas(prefix):
         keys.update({**linear(f"{p}.0.project.0", D, 2 * D), **conv(f"{p}.3", width, D, 1)})
         if resize[n]:
             keys.update(conv(f"{p}.4", width, width, resize[n][1]))  # ConvTranspose2d [in, out, k, k]: in == out
+    keys.update(dpt_scratch(prefix))
+    p = f"{prefix}scratch.output_conv"
+    keys.update({**conv(f"{p}.0", 128, FEATURES, 3), **conv(f"{p}.2", 32, 128, 3), **conv(f"{p}.4", 1, 32, 1)})
+    return keys
+
+
+def dpt_scratch(prefix):
+    """MiDaS's and Depth Anything's DPT `scratch`: layer1_rn..layer4_rn (3x3, no bias) from the neck widths to
+    FEATURES, and refinenet1..4 (out_conv and two residual units of two 3x3 convolutions)."""
+    keys = {}
     for n, width in enumerate(NECK, start=1):
         keys.update(conv(f"{prefix}scratch.layer{n}_rn", FEATURES, width, 3, bias=False))
     for n in range(1, 5):
@@ -99,8 +109,6 @@ def midas(prefix):
         for unit in (1, 2):
             for c in (1, 2):
                 keys.update(conv(f"{p}.resConfUnit{unit}.conv{c}", FEATURES, FEATURES, 3))
-    p = f"{prefix}scratch.output_conv"
-    keys.update({**conv(f"{p}.0", 128, FEATURES, 3), **conv(f"{p}.2", 32, 128, 3), **conv(f"{p}.4", 1, 32, 1)})
     return keys
 
 
