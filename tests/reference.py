@@ -602,13 +602,20 @@ def run_depth_anything(model, images_nchw: np.ndarray) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_zoedepth_dinov2(folder: Path, seed: int = 0) -> HFZoeDepth:
-    """The tiny ZoeDepth (one softplus head) on the tiny DINOv2, re-drawn and saved with `save_pretrained`."""
+def build_zoedepth_dinov2(folder: Path, seed: int = 0, full: bool = False) -> HFZoeDepth:
+    """ZoeDepth (one softplus head, readout "project") on DINOv2, re-drawn and saved with `save_pretrained`: the
+    tiny presets, or with `full` ViT-L/14 (its last four layers) and the released neck, the Hugging Face form of the
+    Depth Anything V1 metric architecture."""
     from zoedepth_jax.config import TINY_DINOV2
 
-    backbone = dinov2_config(out_indices=list(TINY_DINOV2["out_indices"]), reshape_hidden_states=False)
+    layers = FULL_DINOV2["num_hidden_layers"]
+    out_indices = list(range(layers - 3, layers + 1)) if full else list(TINY_DINOV2["out_indices"])
+    backbone = dinov2_config(full, out_indices=out_indices, reshape_hidden_states=False)
     config = HFZoeDepthConfig(
-        backbone_config=backbone, backbone_hidden_size=backbone.hidden_size, **TINY_HEAD, **VARIANTS["nyu"]
+        backbone_config=backbone,
+        backbone_hidden_size=backbone.hidden_size,
+        **(FULL_HEAD if full else TINY_HEAD),
+        **VARIANTS["nyu"],
     )
     torch.manual_seed(seed)
     model = HFZoeDepth(config).eval()

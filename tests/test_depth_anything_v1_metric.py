@@ -116,6 +116,21 @@ def test_variant_is_detected_where_the_keys_tell():
     assert LAYOUTS["depth_anything_metric_depth_indoor"] == LAYOUTS["depth_anything_metric_depth_outdoor"]
     with pytest.raises(ConfigError, match=r"cannot tell which it is: pass variant='indoor' or variant='outdoor'"):
         da_v1.depth_anything_v1_config(released("indoor"))
+    # The released names say it; a folder's name does not count, nor a name holding both words or a longer word.
+    for name, variant in [
+        ("/models/depth_anything_metric_depth_indoor.pt", "indoor"),
+        ("/outdoor/depth_anything_metric_depth_indoor.pt", "indoor"),
+        ("Depth_Anything_Metric_Depth_OUTDOOR.pt", "outdoor"),
+        ("indoor-outdoor.pt", None),
+        ("indoors.pt", None),
+        ("/indoor/model.pt", None),
+    ]:
+        assert da_v1.variant_in_file_name(name) == variant, name
+    by_name = da_v1.depth_anything_v1_config(released("indoor"), source="x/depth_anything_metric_depth_outdoor.pt")
+    assert by_name.bin_configurations == (BinConfiguration("kitti", 64, 1e-3, 80.0),)
+    assert da_v1.depth_anything_v1_config(released("indoor"), "indoor", source="outdoor.pt") == (
+        da_v1.depth_anything_v1_config(released("indoor"), "indoor")
+    )  # variant= overrides the name
     normed = released("outdoor", normed=True)
     config = da_v1.depth_anything_v1_config(normed)
     assert config.bin_centers_type == "normed" and config.num_attractors == (16, 8, 4, 1)
@@ -134,7 +149,7 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("depth_anything_v1")
     built = {}
     for seed, kind in enumerate(KINDS, start=1):
-        path = folder / f"{kind}.pt"
+        path = folder / f"checkpoint_{seed}.pt"  # a name that says neither indoor nor outdoor
         built[kind] = (reference.build_depth_anything_v1(kind, path, seed=seed), path)
     return built
 
@@ -218,6 +233,10 @@ def test_outdoor_variant_of_the_released_layout(files):
     )
     with pytest.raises(ConfigError, match="pass variant='indoor' or variant='outdoor'"):
         from_pretrained(path)
+    released_name = path.with_name("depth_anything_metric_depth_outdoor.pt")
+    released_name.symlink_to(path)
+    by_name, _ = from_pretrained(released_name)
+    assert by_name.config == outdoor.config
     with pytest.raises(CheckpointError, match=r"but variant='indoor' was asked for"):
         from_pretrained(files["outdoor-normed"][1], variant="indoor")
     normed, _ = from_pretrained(files["outdoor-normed"][1])  # normed bins: outdoor, detected

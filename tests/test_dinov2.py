@@ -197,6 +197,21 @@ def test_zoedepth_on_dinov2_perturbed_weight_breaks_parity(zoedepth_on_dinov2):
         )
 
 
+@pytest.mark.slow
+def test_full_size_zoedepth_on_dinov2_matches_transformers(tmp_path):
+    """transformers' ZoeDepth on DINOv2-L/14 (its last four layers, the released neck) at 392x518, a 28x37 grid:
+    the depth and every intermediate. transformers' depth is 16 pixels per patch, and the odd 37 columns pass the
+    stride-2 stage as 19: 448x608."""
+    hf_model = reference.build_zoedepth_dinov2(tmp_path, seed=5, full=True)
+    model, variables = from_pretrained(tmp_path)
+    backbone = model.config.backbone_config
+    assert (backbone.num_hidden_layers, backbone.hidden_size, backbone.out_indices) == (24, 1024, (21, 22, 23, 24))
+    images = reference.test_images(1, 392, 518, seed=9)
+    expected = reference.run_reference_on_dinov2(hf_model, images)
+    assert expected["predicted_depth"].shape == (1, 448, 608)
+    assert_zoedepth_maps_match(run_zoedepth(model, variables, images), expected)
+
+
 def test_zoedepth_config_with_dinov2_backbone(zoedepth_on_dinov2):
     _, folder = zoedepth_on_dinov2
     raw = json.loads((folder / "config.json").read_text())

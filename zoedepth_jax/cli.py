@@ -304,7 +304,8 @@ def _add_convert_parser(commands) -> None:
         "--variant",
         choices=["N", "K", "NK", "indoor", "outdoor"],
         help="for a .pt file: its variant, ZoeD_M12 N, K or NK (default: detected from its keys), or Depth Anything V1 "
-        "metric indoor or outdoor (required: both released files have the same keys)",
+        "metric indoor or outdoor (default: from the file name, which says it as released; both files have the same "
+        "keys)",
     )
     convert.add_argument(
         "--kitti-max-depth-80",
@@ -592,9 +593,9 @@ them (16-bit PNGs of depth x --depth-scale, 0 = no depth), as `eval` reads them,
 
 Training follows the original ZoeDepth recipe (AdamW, one-cycle schedule over --steps, the original
 augmentations: flip, rotation, colour; --crop adds a random crop, needed when the images differ in size).
-The model has a ZoeDepth head: ZoeDepth on BEiT, or on DINOv2 (Depth Anything V1 metric included, converted
-first with `zoedepth-jax convert --variant`), which trains with Depth Anything's groups and rates; Depth Anything
-V2 models are refused.
+The model has a ZoeDepth head: ZoeDepth on BEiT, or on DINOv2 (Depth Anything V1 metric included: its .pt
+under the released name, which says indoor or outdoor, or converted first with `zoedepth-jax convert --variant`),
+which trains with Depth Anything's groups and rates; Depth Anything V2 models are refused.
 RUN_DIR receives metrics.jsonl (losses per step, validation metrics), Orbax checkpoints (checkpoints/), the best
 weights by validation abs_rel (best/) and, at the end, the fine-tuned model (final/), which
 `zoedepth-jax predict --model RUN_DIR/final` loads. Running the same command again on a RUN_DIR with a

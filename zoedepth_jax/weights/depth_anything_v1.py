@@ -35,9 +35,10 @@ how the config read here reproduces it:
 * Indoor or outdoor: the released configs train and evaluate both with softplus bins (`config_zoedepth.json`;
   the normed bins of `config_zoedepth_kitti.json` need `config_version=kitti`, which the documented commands do not
   pass), so the two files have the same keys and shapes, and softplus bins do not use the depth range: the two
-  configs differ only in the recorded range and head name. The keys cannot tell them apart, so `variant=` is
-  required for a softplus file. A file with normed bins (two channels per attractor) can only come from the KITTI
-  config: it is "outdoor", detected.
+  configs differ only in the recorded range and head name. The keys cannot tell them apart, so a softplus file's
+  variant comes from `variant=`, or else from its file name as released (`..._indoor.pt`, `..._outdoor.pt`: the
+  name holds one of the two words), and is an error otherwise. A file with normed bins (two channels per
+  attractor) can only come from the KITTI config: it is "outdoor", detected from the keys.
 * Preprocessing is the image processor's part, not the model's: the original resizes to a multiple of 14 (about
   392x518 indoor, keeping the aspect ratio) and normalises with the ImageNet mean and std.
 """
@@ -47,6 +48,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -139,13 +141,22 @@ def normalize_variant(variant: str) -> str:
     return name
 
 
+def variant_in_file_name(path: str) -> str | None:
+    """ "indoor" or "outdoor" when the file name (not its folders) holds exactly one of the two words, as the
+    released `depth_anything_metric_depth_indoor.pt` and `..._outdoor.pt` do; otherwise None."""
+    name = Path(path).name.lower()
+    found = [variant for variant in VARIANTS if re.search(rf"(?<![a-z]){variant}(?![a-z])", name)]
+    return found[0] if len(found) == 1 else None
+
+
 def depth_anything_v1_config(
     state: Mapping[str, np.ndarray], variant: str | None = None, source: str = "checkpoint"
 ) -> ZoeDepthConfig:
     """The config of a Depth Anything V1 metric checkpoint: sizes from its tensors, the rest from the original code
-    and its released configs (see the module docstring). `variant` ("indoor" or "outdoor") is required for a file
-    with softplus bins, the released layout of both files, whose keys cannot tell; a file with normed bins is
-    "outdoor", and another variant is an error."""
+    and its released configs (see the module docstring). `variant` ("indoor" or "outdoor") is needed for a file
+    with softplus bins, the released layout of both files, whose keys cannot tell: when None, the file name in
+    `source` must say it (`variant_in_file_name`). A file with normed bins is "outdoor", and another variant is an
+    error."""
     last_attractor = _shape(state, "attractors.3._net.2.weight", source)[0]
     if last_attractor not in (1, 2):
         raise CheckpointError(
@@ -154,10 +165,12 @@ def depth_anything_v1_config(
         )
     normed = last_attractor == 2
     if variant is None and not normed:
+        variant = variant_in_file_name(source)
+    if variant is None and not normed:
         raise ConfigError(
             f"{source}: the indoor and outdoor Depth Anything V1 metric checkpoints have the same keys and shapes "
-            "(softplus bins), so the file cannot tell which it is: pass variant='indoor' or variant='outdoor' "
-            "(it sets the depth range recorded in the config: 10 m or 80 m)"
+            "(softplus bins) and this file's name says neither, so the file cannot tell which it is: pass "
+            "variant='indoor' or variant='outdoor' (it sets the depth range recorded in the config: 10 m or 80 m)"
         )
     variant = "outdoor" if variant is None else normalize_variant(variant)
     if normed and variant != "outdoor":

@@ -74,7 +74,8 @@ def from_pretrained(
 
     For an original `.pt` file only:
       variant: ZoeD_M12: "N", "K" or "NK"; detected from the keys when None, and an error if the file holds another.
-        Depth Anything V1 metric: "indoor" or "outdoor"; required, as both released files have the same keys
+        Depth Anything V1 metric: "indoor" or "outdoor"; both released files have the same keys, so when None it
+        is read from the file name as released (`..._indoor.pt`), and is an error if the name says neither
         (`depth_anything_v1`: it sets the depth range recorded in the config, 10 or 80 m).
       config: a ZoeDepthConfig (or a config.json path) to use instead of the one read from the tensors. The
         config read from the tensors uses LayerNorm eps 1e-6, as the original (timm) model ran; for Depth Anything
