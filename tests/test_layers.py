@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import flax.linen as nn
@@ -11,7 +12,10 @@ import numpy as np
 import pytest
 from tolerances import LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
 
-from zoedepth_jax.modeling.beit import attention_with_relative_bias, relative_position_index
+from zoedepth_jax.config import TINY_BACKBONE, TINY_DINOV2, BeitConfig, Dinov2Config
+from zoedepth_jax.modeling import beit, dinov2
+from zoedepth_jax.modeling.beit import BeitBackbone, attention_with_relative_bias, relative_position_index
+from zoedepth_jax.modeling.dinov2 import Dinov2Model
 from zoedepth_jax.modeling.layers import (
     Conv1x1,
     Conv3x3InRowTiles,
@@ -21,6 +25,7 @@ from zoedepth_jax.modeling.layers import (
     conv,
     cpu_forms,
     gelu,
+    residual_stream_boundary,
     traced_forms,
 )
 from zoedepth_jax.modeling.metric_bins import in_row_tiles, sort_last_axis
@@ -217,3 +222,59 @@ def test_attention_in_steps_is_whole_attention(batch, heads, grid, forms):
     assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE
     swapped = jnp.roll(reference, 1, axis=1)  # another head's output is far outside the bound
     assert heads == 1 or relative_error(ours, swapped) > 0.1
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_residual_stream_boundary_is_the_identity_and_so_is_its_gradient(dtype):
+    x = _random((2, 5, 8), seed=40, dtype=dtype)
+    upstream = _random((2, 5, 8), seed=41, dtype=dtype).at[1, 2, 3].set(jnp.nan)  # a NaN takes the loop twice
+
+    def through(boundary):
+        return jax.jit(lambda x: jax.vjp(boundary, x)[1](upstream)[0])
+
+    with traced_forms("cpu"):
+        values = jax.jit(residual_stream_boundary)(x)
+        gradient = through(residual_stream_boundary)(x)
+    np.testing.assert_array_equal(np.asarray(values, np.float32), np.asarray(x, np.float32))
+    np.testing.assert_array_equal(np.asarray(gradient, np.float32), np.asarray(upstream, np.float32))
+    assert gradient.dtype == dtype
+
+
+def _encoder_layers_per_fusion(loss, *args) -> int:
+    """The most encoder layers (`encoder/layer_K` in op names) that one fused computation of `jax.grad(loss)`'s
+    compiled program draws on."""
+    with traced_forms("cpu"):
+        text = jax.jit(jax.grad(loss)).lower(*args).compile().as_text()
+    most, layers, fused = 0, set(), False
+    for line in text.splitlines():
+        if not line.startswith(" ") and line.rstrip().endswith("{"):
+            layers, fused = set(), line.startswith("%fused")
+        elif line.startswith("}") and fused:
+            most = max(most, len(layers))
+        else:
+            layers.update(re.findall(r"encoder/layer_(\d+)/", line))
+    return most
+
+
+@pytest.mark.parametrize("backbone", ["beit", "dinov2"])
+def test_backward_fusions_stay_within_a_layer(backbone, monkeypatch):
+    """XLA:CPU would recompute the residual stream's gradient from the last layer down in every layer's backward
+    (fusions that grow with the depth, work quadratic in it): the boundary between layers stops that."""
+    layers = 8
+    if backbone == "beit":
+        config = BeitConfig(**dict(TINY_BACKBONE, num_hidden_layers=layers, out_indices=(8,)))
+        module, x = BeitBackbone(config), jnp.ones((1, 32, 48, 3))
+    else:
+        config = Dinov2Config(**dict(TINY_DINOV2, num_hidden_layers=layers, out_indices=(8,)))
+        module, x = Dinov2Model(config), jnp.ones((1, 28, 42, 3))
+    params = module.init(jax.random.key(0), x)["params"]
+
+    def loss(params):
+        output = module.apply({"params": params}, x)
+        last = output[-1] if backbone == "beit" else output.last_hidden_state
+        return jnp.sum(last**2)
+
+    assert _encoder_layers_per_fusion(loss, params) <= 2
+    for file in (beit, dinov2):
+        monkeypatch.setattr(file, "residual_stream_boundary", lambda hidden: hidden)
+    assert _encoder_layers_per_fusion(loss, params) > layers // 2  # what the boundary prevents

@@ -15,7 +15,15 @@ import numpy as np
 
 from zoedepth_jax.config import BeitConfig
 from zoedepth_jax.errors import ArgumentError
-from zoedepth_jax.modeling.layers import DenseBlock, Dtype, cpu_forms, dense, gelu, layer_norm
+from zoedepth_jax.modeling.layers import (
+    DenseBlock,
+    Dtype,
+    cpu_forms,
+    dense,
+    gelu,
+    layer_norm,
+    residual_stream_boundary,
+)
 from zoedepth_jax.ops import resize_bilinear
 
 
@@ -254,6 +262,7 @@ class Encoder(nn.Module):
         for i in range(layers):
             rate = self.config.drop_path_rate * i / max(layers - 1, 1)
             x = Layer(self.config, rate, self.dtype, name=f"layer_{i}")(x, grid, deterministic)
+            x = residual_stream_boundary(x)
             outputs.append(x)
         return outputs
 

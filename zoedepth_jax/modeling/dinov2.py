@@ -18,7 +18,16 @@ import jax.numpy as jnp
 from zoedepth_jax.config import Dinov2Config
 from zoedepth_jax.errors import ArgumentError
 from zoedepth_jax.modeling.beit import attention_step
-from zoedepth_jax.modeling.layers import DenseBlock, Dtype, add_bias_and_round, dense, dot_in_f32, gelu, layer_norm
+from zoedepth_jax.modeling.layers import (
+    DenseBlock,
+    Dtype,
+    add_bias_and_round,
+    dense,
+    dot_in_f32,
+    gelu,
+    layer_norm,
+    residual_stream_boundary,
+)
 from zoedepth_jax.ops import resize_bicubic
 
 
@@ -186,7 +195,7 @@ class Encoder(nn.Module):
     def __call__(self, x) -> list[jax.Array]:  # -> the output of every layer
         outputs = []
         for i in range(self.config.num_hidden_layers):
-            x = Layer(self.config, self.dtype, name=f"layer_{i}")(x)
+            x = residual_stream_boundary(Layer(self.config, self.dtype, name=f"layer_{i}")(x))
             outputs.append(x)
         return outputs
 

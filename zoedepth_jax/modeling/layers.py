@@ -58,6 +58,48 @@ def traced_forms(kind: str) -> Iterator[None]:
         stack.pop()
 
 
+def residual_stream_boundary(hidden: jax.Array) -> jax.Array:
+    """`hidden` (a transformer layer's output [B, N, D]), through an identity whose gradient XLA:CPU stores.
+
+    The gradient of a residual stream is a chain of additions, one per layer, down the stack. XLA:CPU fuses
+    elementwise producers into each of their consumers, so unless something stops it, every layer's backward
+    recomputes the whole chain from the last layer down instead of reading it: work quadratic in the depth, the
+    larger part of a ViT-L backward pass. Under the CPU forms the gradient leaves through a loop (`_stored`),
+    whose carried value XLA must keep in a buffer; elsewhere, and in the forward pass, this is the identity.
+    """
+    return _stored_gradient(hidden) if cpu_forms() else hidden
+
+
+@jax.custom_vjp
+def _stored_gradient(x: jax.Array) -> jax.Array:
+    return x
+
+
+def _stored_gradient_forward(x: jax.Array):
+    return x, None
+
+
+def _stored_gradient_backward(_, gradient: jax.Array):
+    return (_stored(gradient),)
+
+
+_stored_gradient.defvjp(_stored_gradient_forward, _stored_gradient_backward)
+
+
+def _stored(x: jax.Array) -> jax.Array:
+    """`x`, computed as the carried value of a while loop that runs once (twice when x's first element is NaN):
+    XLA keeps loop-carried values in buffers, and cannot remove a loop whose trip count depends on the data. Each
+    pass is the identity."""
+    first = x.reshape(-1)[0]
+    trips = 1 + (first != first).astype(jnp.int32)
+
+    def one_pass(carry):
+        done, value = carry
+        return done + 1, jnp.where(done < 0, -value, value)  # never negated: `done` counts up from 0
+
+    return jax.lax.while_loop(lambda carry: carry[0] < trips, one_pass, (jnp.int32(0), x))[1]
+
+
 def dot_in_f32(lhs, rhs, dimension_numbers):
     """`lax.dot_general` accumulating in fp32 and returning fp32.
 
