@@ -18,6 +18,7 @@ from zoedepth_jax.modeling.beit import BeitBackbone, attention_with_relative_bia
 from zoedepth_jax.modeling.dinov2 import Dinov2Model
 from zoedepth_jax.modeling.layers import (
     Conv1x1,
+    Conv3x3,
     Conv3x3InRowTiles,
     Dense,
     StridedConvAsMatmul,
@@ -133,15 +134,39 @@ def test_strided_conv_as_matmul_is_nn_conv(height, width, kernel, stride):
     assert relative_error(ours, flax_conv.apply({"params": transposed}, x)) > 0.1
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv3x3_is_nn_conv_with_its_gradients(dtype):
+    """The same forward numbers as `nn.Conv`; the kernel gradient (nine matmuls) and the input gradient agree."""
+    x = _random((2, 7, 9, 24), seed=50)
+    module = Conv3x3(16, dtype)
+    params, flax_conv = _as_flax_conv(module, 3, 1, x)
+    flax_conv = flax_conv.clone(dtype=dtype)
+    ours, ours_vjp = jax.vjp(lambda p, x: module.apply({"params": p}, x), params, x)
+    reference, reference_vjp = jax.vjp(lambda p, x: flax_conv.apply({"params": p}, x), params, x)
+    np.testing.assert_array_equal(np.asarray(ours, np.float32), np.asarray(reference, np.float32))
+    upstream = _random(reference.shape, seed=51, dtype=dtype)
+    bound = LAYER_FP32_RELATIVE if dtype == jnp.float32 else LAYER_BF16_RELATIVE
+    ours_gradients, reference_gradients = ours_vjp(upstream), reference_vjp(upstream)
+    for name, mine, theirs in [
+        ("kernel", ours_gradients[0]["kernel"], reference_gradients[0]["kernel"]),
+        ("bias", ours_gradients[0]["bias"], reference_gradients[0]["bias"]),
+        ("input", ours_gradients[1], reference_gradients[1]),
+    ]:
+        assert float(jnp.std(theirs.astype(jnp.float32))) > 0.5, name
+        assert relative_error(mine, theirs) <= bound, name
+
+
 def test_conv_picks_the_fast_forms():
     assert isinstance(conv(64, 1, "c", jnp.float32), Conv1x1)
     assert isinstance(conv(128, 3, "c", jnp.bfloat16, padding=1), Conv3x3InRowTiles)
-    assert isinstance(conv(128, 3, "c", jnp.float32, padding=1), nn.Conv)  # fp32: XLA's convolution is as fast
-    assert isinstance(conv(32, 3, "c", jnp.bfloat16, padding=1), nn.Conv)  # narrow: XLA's is faster
+    # fp32, or narrow: XLA's convolution forward is as fast or faster, its kernel gradient is not
+    assert isinstance(conv(128, 3, "c", jnp.float32, padding=1), Conv3x3)
+    assert isinstance(conv(32, 3, "c", jnp.bfloat16, padding=1), Conv3x3)
     assert isinstance(conv(128, 3, "c", jnp.bfloat16, stride=2, padding=1), StridedConvAsMatmul)
     assert isinstance(conv(128, 3, "c", jnp.float32, stride=2, padding=1), StridedConvAsMatmul)
     with traced_forms("plain"):  # GPU / TPU: the device's own convolutions
         assert isinstance(conv(128, 3, "c", jnp.bfloat16, padding=1), nn.Conv)
+        assert isinstance(conv(128, 3, "c", jnp.float32, padding=1), nn.Conv)
         assert isinstance(conv(128, 3, "c", jnp.bfloat16, stride=2, padding=1), nn.Conv)
         assert isinstance(conv(64, 1, "c", jnp.float32), Conv1x1)  # a matmul everywhere
     with pytest.raises(ValueError, match="forms must be one of"):
