@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tolerances import LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
+from tolerances import ATTENTION_GRADIENT_BF16_RELATIVE, LAYER_BF16_RELATIVE, LAYER_FP32_RELATIVE, relative_error
 
 from zoedepth_jax.config import TINY_BACKBONE, TINY_DINOV2, BeitConfig, Dinov2Config
 from zoedepth_jax.modeling import beit, dinov2
@@ -247,6 +247,36 @@ def test_attention_in_steps_is_whole_attention(batch, heads, grid, forms):
     assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE
     swapped = jnp.roll(reference, 1, axis=1)  # another head's output is far outside the bound
     assert heads == 1 or relative_error(ours, swapped) > 0.1
+
+
+@pytest.mark.parametrize("forms", ["cpu", "plain"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_attention_gradients_are_autodiffs_of_the_whole_attention(dtype, forms):
+    """The attention's own backward (softmax's row sums taken as d context . context) gives autodiff's gradients of
+    the textbook form, for q, k, v and the relative-position table, on both forms (chunked and whole)."""
+    batch, heads, grid = 3, 4, (3, 5)
+    tokens = grid[0] * grid[1] + 1
+    query, key, value = (_random((batch, heads, tokens, 8), seed, dtype) * 2 for seed in (60, 61, 62))
+    bias_index = relative_position_index(grid)
+    bias_table = _random((heads, int(bias_index.max()) + 1), seed=63)
+    upstream = _random((batch, heads, tokens, 8), seed=64, dtype=dtype)
+
+    def gradients(attend):
+        return jax.jit(lambda *inputs: jax.vjp(attend, *inputs)[1](upstream))(query, key, value, bias_table)
+
+    with traced_forms(forms):
+        ours = gradients(lambda q, k, v, table: attention_with_relative_bias(q, k, v, table, bias_index))
+    upstream = upstream.astype(jnp.float32)  # the textbook form runs in fp32 from the same (rounded) inputs
+    reference = gradients(
+        lambda q, k, v, table: _attention_whole(
+            q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32), table, bias_index
+        )
+    )
+    bound = LAYER_FP32_RELATIVE if dtype == jnp.float32 else ATTENTION_GRADIENT_BF16_RELATIVE
+    for name, mine, theirs in zip(["query", "key", "value", "table"], ours, reference, strict=True):
+        assert mine.dtype == (jnp.float32 if name == "table" else dtype), name
+        assert float(jnp.std(theirs)) > 0.1, name
+        assert relative_error(mine, theirs) <= bound, name
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

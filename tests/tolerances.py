@@ -37,6 +37,9 @@ def depth_relative_error(ours, reference) -> float:
 # bf16, rounds twice and does not meet this bound (4.3e-3 to 4.8e-3).
 LAYER_FP32_RELATIVE = 1e-6
 LAYER_BF16_RELATIVE = 2.0**-8 + LAYER_FP32_RELATIVE
+# A bf16 attention's gradients against fp32 autodiff of the same rounded inputs: the score gradient is rounded to
+# bf16 before its two matmuls, as the forward's weights are before theirs: two roundings in a row.
+ATTENTION_GRADIENT_BF16_RELATIVE = 2 * LAYER_BF16_RELATIVE
 
 
 # The normed (KITTI) attractor chain amplifies fp32 rounding about threefold per stage: at the full BEiT-L

@@ -85,17 +85,60 @@ def query_chunks(batch) -> int:
 def attention_step(query, key, value, bias, dropout_rate=0.0, dropout_key=None):
     """softmax(q k^T / sqrt(d) + bias) v for `query [B, heads, Nq, d]`, `key`/`value [B, heads, Nk, d]` and
     `bias [heads, Nq, Nk]` (or None: no bias): scores and softmax in fp32 (as transformers), weights and context in
-    the inputs' dtype with fp32 accumulation; dropout on the weights when `dropout_rate > 0` (training)."""
+    the inputs' dtype with fp32 accumulation; dropout on the weights when `dropout_rate > 0` (training). Without
+    dropout the gradient is `_attention`'s."""
+    if dropout_rate == 0:
+        return _attention(query, key, value, bias).astype(query.dtype)
+    weights = _attention_weights(query, key, bias).astype(query.dtype)
+    keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(query.dtype)
+    return _context(weights, value).astype(query.dtype)
+
+
+def _attention_weights(query, key, bias):  # -> softmax(q k^T / sqrt(d) + bias) [B, heads, Nq, Nk], fp32
     scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
     scores = scores * query.shape[-1] ** -0.5
     if bias is not None:
         scores = scores + bias[None]
-    weights = jax.nn.softmax(scores, axis=-1).astype(query.dtype)
-    if dropout_rate > 0:
-        keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)
-        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(query.dtype)
-    context = jnp.einsum("bhqk,bhkd->bhqd", weights, value, preferred_element_type=jnp.float32)
-    return context.astype(query.dtype)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def _context(weights, value):  # [B, heads, Nq, Nk] x [B, heads, Nk, d] -> [B, heads, Nq, d], fp32
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, value, preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def _attention(query, key, value, bias):
+    """The context [B, heads, Nq, d] in fp32, before rounding to the inputs' dtype. The gradient is autodiff's but
+    for one sum: softmax's backward needs, per query, sum over keys of weights * d weights, which
+    equals d context . context (d weights = d context v^T, and context = weights v), a sum over d (64) instead of
+    over every key (hundreds), done on [Nq, d] instead of [Nq, Nk] (XLA:CPU reduces the wide rows slowly)."""
+    return _context(_attention_weights(query, key, bias).astype(query.dtype), value)
+
+
+def _attention_forward(query, key, value, bias):
+    weights = _attention_weights(query, key, bias)
+    context = _context(weights.astype(query.dtype), value)
+    return context, (query, key, value, bias, context, weights)
+
+
+def _attention_backward(saved, d_context):
+    query, key, value, bias, context, weights = saved
+    dtype = query.dtype
+    d_context_in = d_context.astype(dtype)
+    d_value = jnp.einsum("bhqk,bhqd->bhkd", weights.astype(dtype), d_context_in, preferred_element_type=jnp.float32)
+    d_weights = jnp.einsum("bhqd,bhkd->bhqk", d_context_in, value, preferred_element_type=jnp.float32)
+    # sum over keys of weights * d_weights, per query, as d_context . context
+    row_sums = jnp.sum(d_context_in.astype(jnp.float32) * context, axis=-1, keepdims=True)
+    d_scores = weights * (d_weights - row_sums)  # [B, heads, Nq, Nk], fp32
+    d_bias = None if bias is None else jnp.sum(d_scores, axis=0).astype(bias.dtype)
+    d_scaled = (d_scores * query.shape[-1] ** -0.5).astype(dtype)
+    d_query = jnp.einsum("bhqk,bhkd->bhqd", d_scaled, key, preferred_element_type=jnp.float32)
+    d_key = jnp.einsum("bhqk,bhqd->bhkd", d_scaled, query, preferred_element_type=jnp.float32)
+    return d_query.astype(dtype), d_key.astype(dtype), d_value.astype(value.dtype), d_bias
+
+
+_attention.defvjp(_attention_forward, _attention_backward)
 
 
 def attention_with_relative_bias(query, key, value, bias_table, bias_index, dropout_rate=0.0, dropout_rng=None):
