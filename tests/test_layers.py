@@ -26,6 +26,7 @@ from zoedepth_jax.modeling.layers import (
     conv,
     cpu_forms,
     gelu,
+    matmul_in_f32,
     residual_stream_boundary,
     traced_forms,
 )
@@ -247,6 +248,28 @@ def test_attention_in_steps_is_whole_attention(batch, heads, grid, forms):
     assert relative_error(ours, reference) <= LAYER_FP32_RELATIVE
     swapped = jnp.roll(reference, 1, axis=1)  # another head's output is far outside the bound
     assert heads == 1 or relative_error(ours, swapped) > 0.1
+
+
+def test_bf16_matmul_gradients_are_bf16_matmuls():
+    """`matmul_in_f32`'s bf16 gradients: fp32 autodiff's, rounded to bf16, and computed by bf16 x bf16 dots."""
+    x = _random((2, 5, 16), seed=70, dtype=jnp.bfloat16)
+    weight = (_random((16, 8), seed=71) / 4).astype(jnp.bfloat16)
+    upstream = _random((2, 5, 8), seed=72, dtype=jnp.bfloat16)
+
+    def layer(x, weight):  # as the layers use it: the fp32 result rounded to bf16
+        return matmul_in_f32(x, weight).astype(jnp.bfloat16)
+
+    def reference(x, weight):
+        return x.astype(jnp.float32) @ weight.astype(jnp.float32)
+
+    ours = jax.vjp(layer, x, weight)[1](upstream)
+    expected = jax.vjp(reference, x, weight)[1](upstream.astype(jnp.float32))
+    for mine, theirs in zip(ours, expected, strict=True):
+        assert mine.dtype == jnp.bfloat16 and float(jnp.std(theirs)) > 0.3
+        np.testing.assert_array_equal(np.asarray(mine, np.float32), np.asarray(theirs.astype(jnp.bfloat16), np.float32))
+    backward = jax.jit(lambda x, weight: jax.vjp(layer, x, weight)[1](upstream)).lower(x, weight).as_text()
+    dots = re.findall(r"stablehlo.dot_general .*", backward)  # the two gradients (the forward is not needed)
+    assert len(dots) == 2 and all(re.search(r"\(tensor<[^>]*bf16>, tensor<[^>]*bf16>\)", dot) for dot in dots), dots
 
 
 @pytest.mark.parametrize("forms", ["cpu", "plain"])

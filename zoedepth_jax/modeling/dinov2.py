@@ -23,9 +23,9 @@ from zoedepth_jax.modeling.layers import (
     Dtype,
     add_bias_and_round,
     dense,
-    dot_in_f32,
     gelu,
     layer_norm,
+    matmul_in_f32,
     residual_stream_boundary,
 )
 from zoedepth_jax.ops import resize_bicubic
@@ -82,7 +82,7 @@ class PatchEmbeddings(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, channels, self.features))
         patches = pixel_values.astype(self.dtype).reshape(batch, height // p, p, width // p, p, channels)
         patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(batch, -1, p * p * channels)  # (dy, dx, c) order
-        y = dot_in_f32(patches, kernel.astype(self.dtype).reshape(-1, self.features), (((2,), (0,)), ((), ())))
+        y = matmul_in_f32(patches, kernel.astype(self.dtype).reshape(-1, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         return add_bias_and_round(y, bias, self.dtype)
 

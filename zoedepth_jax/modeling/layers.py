@@ -110,6 +110,40 @@ def dot_in_f32(lhs, rhs, dimension_numbers):
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, preferred_element_type=jnp.float32)
 
 
+def matmul_in_f32(x: jax.Array, weight: jax.Array) -> jax.Array:
+    """`x [..., K]` times `weight [K, N]`, accumulating in fp32 and returning fp32 (`dot_in_f32`).
+
+    For bf16 inputs the gradients are bf16 matmuls with fp32 accumulation as well (`_bf16_matmul`): autodiff would
+    multiply the fp32 cotangent with a bf16 operand, a mixed dot that XLA:CPU runs in fp32, off the bf16 kernels.
+    """
+    if x.dtype == weight.dtype == jnp.bfloat16:
+        return _bf16_matmul(x, weight)
+    return dot_in_f32(x, weight, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+@jax.custom_vjp
+def _bf16_matmul(x: jax.Array, weight: jax.Array) -> jax.Array:
+    return dot_in_f32(x, weight, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _bf16_matmul_forward(x, weight):
+    return _bf16_matmul(x, weight), (x, weight)
+
+
+def _bf16_matmul_backward(saved, cotangent):
+    """The cotangent is rounded to bf16 first. That is exact where the fp32 result is rounded to bf16 (plus a bias)
+    before any other use, as in every layer here: its cotangent is then a bf16 value carried in fp32."""
+    x, weight = saved
+    cotangent = cotangent.astype(x.dtype)  # [..., N]
+    d_x = dot_in_f32(cotangent, weight, (((cotangent.ndim - 1,), (1,)), ((), ())))
+    rows = (-1, x.shape[-1]), (-1, cotangent.shape[-1])
+    d_weight = dot_in_f32(x.reshape(rows[0]), cotangent.reshape(rows[1]), (((0,), (0,)), ((), ())))
+    return d_x.astype(x.dtype), d_weight.astype(weight.dtype)
+
+
+_bf16_matmul.defvjp(_bf16_matmul_forward, _bf16_matmul_backward)
+
+
 def optional_bias(module: nn.Module, features: int, use_bias: bool) -> jax.Array | None:
     """The module's `bias [features]` parameter (`nn.Dense`'s and `nn.Conv`'s name and initialiser), or None."""
     return module.param("bias", nn.initializers.zeros, (features,)) if use_bias else None
@@ -136,7 +170,7 @@ def gelu(x: jax.Array) -> jax.Array:
 def project_channels(module: nn.Module, x: jax.Array, kernel: jax.Array) -> jax.Array:
     """`x [..., in]` times `kernel [in, features]` in `module.dtype` with fp32 accumulation, plus the module's
     optional bias, rounded once: the body of `Dense` and `Conv1x1` (`module.features`, `use_bias`, `dtype`)."""
-    y = dot_in_f32(x.astype(module.dtype), kernel.astype(module.dtype), (((x.ndim - 1,), (0,)), ((), ())))
+    y = matmul_in_f32(x.astype(module.dtype), kernel.astype(module.dtype))
     return add_bias_and_round(y, optional_bias(module, module.features, module.use_bias), module.dtype)
 
 
@@ -302,11 +336,7 @@ class StridedConvAsMatmul(nn.Module):
             for dy in range(k)
             for dx in range(k)
         ]  # k*k x [B, H_out, W_out, C_in], in the kernel's (dy, dx, c_in) order
-        y = dot_in_f32(
-            jnp.concatenate(taps, axis=-1),
-            kernel.astype(self.dtype).reshape(k * k * channels, self.features),
-            (((3,), (0,)), ((), ())),
-        )
+        y = matmul_in_f32(jnp.concatenate(taps, axis=-1), kernel.astype(self.dtype).reshape(k * k * channels, -1))
         return add_bias_and_round(y, optional_bias(self, self.features, self.use_bias), self.dtype)
 
 
@@ -355,9 +385,7 @@ class Conv3x3InRowTiles(nn.Module):
         def tile(first_row):  # -> [B, rows, W, features]
             band = jax.lax.dynamic_slice_in_dim(padded, first_row, rows + 2, axis=1)  # [B, rows + 2, W + 2, C_in]
             shifts = jnp.concatenate([band[:, :, dx : dx + width] for dx in range(3)], axis=-1)  # [B, rows+2, W, 3C]
-            terms = [
-                dot_in_f32(shifts[:, dy : dy + rows], by_kernel_row[dy], (((3,), (0,)), ((), ()))) for dy in range(3)
-            ]
+            terms = [matmul_in_f32(shifts[:, dy : dy + rows], by_kernel_row[dy]) for dy in range(3)]
             return add_bias_and_round(terms[0] + terms[1] + terms[2], bias, self.dtype)
 
         y = jax.lax.map(tile, jnp.arange(tiles) * rows)  # [tiles, B, rows, W, features]
