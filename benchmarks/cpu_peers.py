@@ -36,7 +36,7 @@ Configurations:
     onnxruntime                 torch.onnx.export of that model (the dynamo exporter; the TorchScript one,
                                 dynamo=False, when that fails), CPUExecutionProvider, ORT_ENABLE_ALL
     onnxruntime_jax2onnx        zoedepth-jax's own ONNX graph (zoedepth_jax.inference.onnx_export: jax2onnx, the
-                                router in the graph), the same ONNX Runtime session options; input NHWC
+                                router in the graph), the same ONNX Runtime InferenceSession options; input NHWC
 
 zoedepth-jax runs ZoeDepth with two heads (nyu-kitti) with routing="batch", transformers' rule (one head for the
 whole batch), so that its depth is comparable at batch > 1; both routings compute both heads, so the choice does
@@ -330,20 +330,20 @@ def export_onnx(folder: Path, images: np.ndarray, path: Path) -> dict:
 
 
 def onnxruntime_prepared(path: Path, pixel_values: np.ndarray, details: dict, covers: str) -> Prepared:
-    """An ONNX Runtime CPU session (ORT_ENABLE_ALL) over the graph at `path`, run on `pixel_values`; its compile
-    time is the export's (`details["export_s"]`) plus the session's creation."""
+    """An ONNX Runtime CPU InferenceSession (ORT_ENABLE_ALL) over the graph at `path`, run on `pixel_values`; its
+    compile time is the export's (`details["export_s"]`) plus the InferenceSession's creation."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     start = time.perf_counter()
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    runner = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     details["session_s"] = time.perf_counter() - start
     details["compile_covers"] = covers
     # The depth output: "predicted_depth", or "predicted_relative_depth" in zoedepth-jax's graph of a relative model.
-    (depth_output,) = [output.name for output in session.get_outputs() if output.name.endswith("depth")]
+    (depth_output,) = [output.name for output in runner.get_outputs() if output.name.endswith("depth")]
     return Prepared(
-        run=lambda: session.run([depth_output], {"pixel_values": pixel_values})[0],
+        run=lambda: runner.run([depth_output], {"pixel_values": pixel_values})[0],
         compile_s=details["export_s"] + details["session_s"],
         details=details,
     )
@@ -352,7 +352,7 @@ def onnxruntime_prepared(path: Path, pixel_values: np.ndarray, details: dict, co
 def prepare_onnxruntime(folder: Path, images: np.ndarray, scratch: Path) -> Prepared:
     path = scratch / "model.onnx"
     details = export_onnx(folder, images, path)  # the torch model is freed on return
-    return onnxruntime_prepared(path, images, details, "export + session creation")
+    return onnxruntime_prepared(path, images, details, "export + InferenceSession creation")
 
 
 def prepare_onnxruntime_jax2onnx(folder: Path, images: np.ndarray, scratch: Path) -> Prepared:
@@ -367,7 +367,7 @@ def prepare_onnxruntime_jax2onnx(folder: Path, images: np.ndarray, scratch: Path
     del model, variables
     release_freed_memory()
     pixel_values = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # [B, H, W, 3]
-    return onnxruntime_prepared(path, pixel_values, details, "load + export + session creation")
+    return onnxruntime_prepared(path, pixel_values, details, "load + export + InferenceSession creation")
 
 
 PREPARE = {
