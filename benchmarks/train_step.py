@@ -4,6 +4,7 @@
                                     [--configs jax_fp32,jax_bf16,torch_eager_fp32,torch_eager_bf16]
                                     [--checkpoint DIR] [--json FILE]
     python benchmarks/train_step.py --quick [--json FILE]    # tiny test model: checks the script
+    python benchmarks/train_step.py --retain-freed-memory [...] # every worker keeps freed memory for reuse
 
 The model is the released ZoeD-N architecture (BEiT-L/16 at 384, neck 256/512/1024/1024, one softplus metric
 head) with re-drawn weights, built through transformers and saved with `save_pretrained` (`--checkpoint`: a
@@ -46,6 +47,11 @@ Method
   model, cores, AMX and bf16 flags; library versions, thread counts, XLA's buffer sizes of each compiled step,
   the commit) in --json. The exit status is 1 when the loss check fails, after the report; a worker that fails
   ends the run with its error.
+
+`--retain-freed-memory`: every worker, PyTorch's included, first calls
+`zoedepth_jax.training.host_memory.retain_freed_memory()` (what `zoedepth-jax finetune` does), so that glibc's
+malloc keeps freed memory for reuse instead of handing each large buffer back and faulting it in again the next
+step. Without it, both sides run with glibc's defaults.
 
 `--quick` runs the tiny test architecture at 64x96, batch 2, 2 runs: a check that the script works, not a
 measurement.
@@ -308,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="a one-domain save_pretrained folder; built there if absent")
     parser.add_argument("--quick", action="store_true", help="the tiny test architecture: a check of the script")
     parser.add_argument("--json", type=Path, help="also write all results here")
+    parser.add_argument(
+        "--retain-freed-memory", action="store_true", help="every worker keeps freed memory (host_memory)"
+    )
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)  # one configuration's process
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
@@ -334,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": args.runs,
             "configs": names,
             "dropout_and_drop_path": 0.0,
+            "retain_freed_memory": args.retain_freed_memory,
             "train_config": dataclasses.asdict(config),
             "rule": "one worker process per configuration, one after the other; in each, one warm-up step, then "
             "the timed steps; speed against torch_eager_fp32's median of the same run",
@@ -364,7 +374,7 @@ def run_worker(name: str, folder: Path, args: argparse.Namespace, out: Path) -> 
     """Runs one configuration in a process of its own and returns what it wrote to `out`."""
     command = [sys.executable, __file__, "--worker", name, "--checkpoint", str(folder), "--json", str(out)]
     command += ["--height", str(args.height), "--width", str(args.width), "--batch", str(args.batch)]
-    command += ["--runs", str(args.runs)]
+    command += ["--runs", str(args.runs)] + (["--retain-freed-memory"] if args.retain_freed_memory else [])
     log(f"{name} worker")
     completed = subprocess.run(command, cwd=BENCHMARKS)
     if completed.returncode != 0:
@@ -374,6 +384,11 @@ def run_worker(name: str, folder: Path, args: argparse.Namespace, out: Path) -> 
 
 def worker_main(name: str, args: argparse.Namespace, config) -> None:
     """One configuration: set-up, a warm-up step, `args.runs` timed steps; writes --json."""
+    if args.retain_freed_memory:
+        from zoedepth_jax.training.host_memory import retain_freed_memory
+
+        if not retain_freed_memory():
+            raise SystemExit("--retain-freed-memory needs Linux with glibc")
     start = time.perf_counter()
     data = training_batch(args.batch, args.height, args.width)
     setup = setup_jax if name.startswith("jax") else setup_torch

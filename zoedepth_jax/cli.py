@@ -652,8 +652,10 @@ def _finetune(args: argparse.Namespace) -> int:
     try:
         from zoedepth_jax.training.data import Augmentation
         from zoedepth_jax.training.finetune import finetune
+        from zoedepth_jax.training.host_memory import retain_freed_memory
     except ImportError as e:
         raise ZoeDepthError(f"finetune needs the train extra (pip install 'zoedepth-jax[train]'): {e}") from None
+    retain_freed_memory()  # before the first computation starts XLA's threads
     if args.distributed:
         _initialize_distributed(args)
     augmentation = Augmentation.for_dataset(

@@ -25,6 +25,9 @@ What a run does, and leaves in its folder (RUN_DIR):
 
 The image processor is the checkpoint's (its preprocessor_config.json) or the released one; it is copied beside
 the saved weights, so `predict` prepares images as the training did.
+
+On Linux, `zoedepth-jax finetune` first calls `host_memory.retain_freed_memory()`, so that the steps reuse their
+host buffers instead of faulting them in afresh each step; a script that calls `finetune` calls it at its top.
 """
 
 from __future__ import annotations
