@@ -41,8 +41,9 @@ Method
   compares the first-step losses of jax_fp32 and torch_eager_fp32 (same weights, same batch), relative 1e-3.
   The configurations run minutes apart, so their ratios are only as good as the machine is steady: each
   worker records the load average at its start and end. Reported per configuration: median, min and max
-  seconds per step, images per second, speed against torch_eager_fp32's median of the same run, compile time
-  and the loss of each step; per worker, its resident memory after the warm-up and its peak (VmHWM).
+  seconds per step, images per second, speed against torch_eager_fp32's median of the same run, compile time,
+  the loss of each step, and each timed step's minor page faults and system CPU seconds (getrusage); per
+  worker, its resident memory after the warm-up and its peak (VmHWM).
 - Output: a markdown table on stdout, progress on stderr, everything (per-run times and losses, the machine: CPU
   model, cores, AMX and bf16 flags; library versions, thread counts, XLA's buffer sizes of each compiled step,
   the commit) in --json. The exit status is 1 when the loss check fails, after the report; a worker that fails
@@ -65,6 +66,7 @@ import functools
 import importlib.metadata
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -105,12 +107,26 @@ class Configuration:
     details: dict
     times_s: list[float] = dataclasses.field(default_factory=list)
     losses: list[float] = dataclasses.field(default_factory=list)
+    # Per timed step, the process's minor page faults and system CPU seconds: the cost of memory the allocator
+    # hands back to the kernel and faults in again (see --retain-freed-memory).
+    minor_faults: list[int] = dataclasses.field(default_factory=list)
+    system_s: list[float] = dataclasses.field(default_factory=list)
 
     def run(self) -> float:
         start = time.perf_counter()
         loss = self.step()
         seconds = time.perf_counter() - start
         self.losses.append(float(loss))
+        return seconds
+
+    def run_timed(self) -> float:
+        """`run`, recording the step's time, page faults and system time."""
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        seconds = self.run()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        self.times_s.append(seconds)
+        self.minor_faults.append(after.ru_minflt - before.ru_minflt)
+        self.system_s.append(after.ru_stime - before.ru_stime)
         return seconds
 
 
@@ -254,6 +270,10 @@ def summarize(configurations: dict[str, dict], batch: int) -> list[dict]:
                 "speedup_vs_torch_eager_fp32": anchor_median / median,
                 "compile_s": configuration["compile_s"],
                 "first_step_loss": configuration["losses"][0],
+                "minor_faults": configuration["minor_faults"],
+                "system_s": configuration["system_s"],
+                "median_minor_faults": statistics.median(configuration["minor_faults"]),
+                "median_system_s": statistics.median(configuration["system_s"]),
                 "losses": configuration["losses"],
                 "details": configuration["details"],
             }
@@ -263,14 +283,16 @@ def summarize(configurations: dict[str, dict], batch: int) -> list[dict]:
 
 def markdown_table(results: list[dict], check: dict | None) -> str:
     lines = [
-        "| config | median s/step | min s | max s | images/s | vs torch eager fp32 | compile s | first-step loss |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | median s/step | min s | max s | images/s | vs torch eager fp32 | compile s | first-step loss "
+        "| minor faults/step | system s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         compile_s = "" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
         lines.append(
             f"| {r['config']} | {r['median_s']:.3g} | {r['min_s']:.3g} | {r['max_s']:.3g} | {r['images_per_s']:.3g} "
-            f"| {r['speedup_vs_torch_eager_fp32']:.2f}x | {compile_s} | {r['first_step_loss']:.6g} |"
+            f"| {r['speedup_vs_torch_eager_fp32']:.2f}x | {compile_s} | {r['first_step_loss']:.6g} "
+            f"| {r['median_minor_faults']:.0f} | {r['median_system_s']:.2f} |"
         )
     lines.append("")
     if check is None:
@@ -400,10 +422,11 @@ def worker_main(name: str, args: argparse.Namespace, config) -> None:
     process["rss_after_warmup_mib"] = process_memory_mib()["rss"]
     for run in range(args.runs):
         time.sleep(SETTLE_S)
-        configuration.times_s.append(configuration.run())
-        log(f"{name} step {run + 1}/{args.runs}: {configuration.times_s[-1]:.2f} s")
+        seconds = configuration.run_timed()
+        faults, system_s = configuration.minor_faults[-1], configuration.system_s[-1]
+        log(f"{name} step {run + 1}/{args.runs}: {seconds:.2f} s ({faults} minor faults, {system_s:.1f} s system)")
     process |= {"peak_mib": process_memory_mib()["peak"], "load_average_end": os.getloadavg()}
-    fields = ("name", "compile_s", "details", "times_s", "losses")
+    fields = ("name", "compile_s", "details", "times_s", "losses", "minor_faults", "system_s")
     written = {field: getattr(configuration, field) for field in fields}
     args.json.write_text(json.dumps({"process": process, "configuration": written}, indent=2) + "\n")
 

@@ -35,6 +35,8 @@ def test_quick_run_times_every_configuration_and_checks_the_loss(tmp_path):
     for r in result["results"]:
         assert len(r["times_s"]) == 2 and min(r["times_s"]) > 0, r["config"]
         assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert len(r["minor_faults"]) == len(r["system_s"]) == 2, r["config"]
+        assert all(faults >= 0 for faults in r["minor_faults"]) and all(s >= 0 for s in r["system_s"])
         assert len(r["losses"]) == 3 and all(loss > 0 for loss in r["losses"]), r["config"]  # warm-up + 2 runs
         assert (r["compile_s"] is not None) == r["config"].startswith("jax"), r["config"]
     anchor = next(r for r in result["results"] if r["config"] == "torch_eager_fp32")
