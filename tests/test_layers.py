@@ -272,6 +272,43 @@ def test_bf16_matmul_gradients_are_bf16_matmuls():
     assert len(dots) == 2 and all(re.search(r"\(tensor<[^>]*bf16>, tensor<[^>]*bf16>\)", dot) for dot in dots), dots
 
 
+def _dot_operand_types(compiled_text: str) -> list[tuple[str, str]]:
+    """The element types of the two operands of every dot in an XLA program's text, each looked up in the
+    computation that holds the dot."""
+    found, types = [], {}
+    for line in compiled_text.splitlines():
+        if not line.startswith(" "):  # a computation starts (or ends): its names are its own
+            types = {}
+        definition = re.match(r"\s*(?:ROOT )?(%\S+) = (\w+)\[", line)
+        if definition:
+            types[definition.group(1)] = definition.group(2)
+        operands = re.search(r" dot\((%[^,\s]+), (%[^)\s]+)\)", line)
+        if operands:
+            found.append((types[operands.group(1)], types[operands.group(2)]))
+    return found
+
+
+def test_bf16_weight_gradient_runs_as_a_bf16_dot_on_the_cpu():
+    """XLA:CPU would fold a plain transpose of x into the weight gradient's dot (x^T g contracting x's leading
+    axis) and run that dot in fp32 on converted operands; under the CPU forms every dot of the backward, as
+    compiled, reads bf16 operands."""
+    x = _random((2, 40, 64), seed=73, dtype=jnp.bfloat16)
+    weight = _random((64, 32), seed=74, dtype=jnp.bfloat16)
+    upstream = _random((2, 40, 32), seed=75, dtype=jnp.bfloat16)
+
+    def compiled_backward(forms: str) -> str:
+        def backward(x, weight):  # a function of its own per call: jit's cache does not know the forms
+            return jax.vjp(lambda x, weight: matmul_in_f32(x, weight).astype(jnp.bfloat16), x, weight)[1](upstream)
+
+        with traced_forms(forms):
+            return jax.jit(backward).lower(x, weight).compile().as_text()
+
+    operand_types = _dot_operand_types(compiled_backward("cpu"))
+    assert len(operand_types) == 2 and all(pair == ("bf16", "bf16") for pair in operand_types), operand_types
+    # The plain form's folded transpose, for contrast (and a check of the parser): a dot of fp32 operands.
+    assert ("f32", "f32") in _dot_operand_types(compiled_backward("plain"))
+
+
 @pytest.mark.parametrize("forms", ["cpu", "plain"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_attention_gradients_are_autodiffs_of_the_whole_attention(dtype, forms):

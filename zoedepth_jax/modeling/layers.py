@@ -90,14 +90,36 @@ def _stored(x: jax.Array) -> jax.Array:
     """`x`, computed as the carried value of a while loop that runs once (twice when x's first element is NaN):
     XLA keeps loop-carried values in buffers, and cannot remove a loop whose trip count depends on the data. Each
     pass is the identity."""
-    first = x.reshape(-1)[0]
-    trips = 1 + (first != first).astype(jnp.int32)
 
     def one_pass(carry):
         done, value = carry
         return done + 1, jnp.where(done < 0, -value, value)  # never negated: `done` counts up from 0
 
-    return jax.lax.while_loop(lambda carry: carry[0] < trips, one_pass, (jnp.int32(0), x))[1]
+    return jax.lax.while_loop(_runs_once_on(x), one_pass, (jnp.int32(0), x))[1]
+
+
+def _transposed(rows: jax.Array) -> jax.Array:
+    """`rows [R, K]` transposed, `[K, R]`, laid out in a buffer of its own under the CPU forms: computed inside a
+    loop that runs once (as in `_stored`), where XLA cannot fold it into the dot that reads it. Folded, the dot
+    contracts its left operand's leading axis, which XLA:CPU runs off its bf16 kernels, on operands converted to
+    fp32 (benchmarks/HISTORY.md); laid out, rows^T g is an ordinary bf16 matmul."""
+    if not cpu_forms():
+        return rows.T
+
+    def one_pass(carry):
+        done, _ = carry
+        return done + 1, jnp.where(done < 0, -rows, rows).T  # never negated: `done` counts up from 0
+
+    empty = jnp.zeros(rows.shape[::-1], rows.dtype)
+    return jax.lax.while_loop(_runs_once_on(rows), one_pass, (jnp.int32(0), empty))[1]
+
+
+def _runs_once_on(x: jax.Array):
+    """A while loop's condition on `(passes done, value)`: one pass, two when x's first element is NaN, so that
+    the trip count depends on the data."""
+    first = x.reshape(-1)[0]
+    trips = 1 + (first != first).astype(jnp.int32)
+    return lambda carry: carry[0] < trips
 
 
 def dot_in_f32(lhs, rhs, dimension_numbers):
@@ -137,7 +159,8 @@ def _bf16_matmul_backward(saved, cotangent):
     cotangent = cotangent.astype(x.dtype)  # [..., N]
     d_x = dot_in_f32(cotangent, weight, (((cotangent.ndim - 1,), (1,)), ((), ())))
     rows = (-1, x.shape[-1]), (-1, cotangent.shape[-1])
-    d_weight = dot_in_f32(x.reshape(rows[0]), cotangent.reshape(rows[1]), (((0,), (0,)), ((), ())))
+    x_transposed = _transposed(x.reshape(rows[0]))  # [K, R]
+    d_weight = dot_in_f32(x_transposed, cotangent.reshape(rows[1]), (((1,), (0,)), ((), ())))
     return d_x.astype(x.dtype), d_weight.astype(weight.dtype)
 
 
