@@ -133,10 +133,10 @@ def test_onnx_matches_jax(checkpoints, loaded, kind, output, tmp_path):
         assert main([*command, "--height", str(HEIGHT), "--width", str(WIDTH)]) == 0
     else:
         export_onnx(model, variables, path, HEIGHT, WIDTH)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == [output]
+    onnx_runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in onnx_runtime.get_outputs()] == [output]
     x = pixels(2, seed=5)
-    (depth,) = session.run(None, {"pixel_values": np.asarray(x)})
+    (depth,) = onnx_runtime.run(None, {"pixel_values": np.asarray(x)})
     expected = apply(variables, x).predicted_depth
     assert np.asarray(expected).std() > 1e-2
     assert depth_error(kind, depth, expected) <= FP32_RELATIVE

@@ -30,8 +30,8 @@ def nhwc(images):
 
 
 def run_onnx(path, pixels) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"pixel_values": pixels})
+    onnx_runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return onnx_runtime.run(None, {"pixel_values": pixels})
 
 
 def steered_nyu_kitti(folder):

@@ -4,8 +4,8 @@
     model, variables = from_pretrained("Intel/zoedepth-nyu-kitti")
     export_onnx(model, variables, "zoedepth-nk-384x512.onnx", height=384, width=512)
 
-    session = onnxruntime.InferenceSession("zoedepth-nk-384x512.onnx")
-    depth, logits = session.run(None, {"pixel_values": pixel_values})   # NHWC float32, any batch size
+    runtime = onnxruntime.InferenceSession("zoedepth-nk-384x512.onnx")
+    depth, logits = runtime.run(None, {"pixel_values": pixel_values})   # NHWC float32, any batch size
 
 The graph is converted from the JAX program by jax2onnx (`pip install 'zoedepth-jax[onnx]'`); torch's exporters
 cannot follow ZoeD-NK's router, which picks a head with a Python-level `.item()`. Here the router is part of the

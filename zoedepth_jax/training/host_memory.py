@@ -1,9 +1,9 @@
 """Keeping freed host memory in the process, so that each train step does not fault its buffers in afresh.
 
 XLA:CPU allocates a compiled program's temporaries as one buffer per execution (gigabytes for a train step of the
-released model) and frees it at the end. glibc's malloc serves a buffer that large with a
-fresh `mmap` and hands it back with `munmap`, so every step the kernel maps and zeroes the whole buffer again,
-one 4 KiB page fault at a time: millions of faults, seconds of system time per step.
+released model) and frees it at the end. glibc's malloc serves a buffer that large with a fresh `mmap` and hands
+it back with `munmap`, so every step the kernel maps and zeroes the whole buffer again, one 4 KiB page fault at a
+time: millions of faults, seconds of system time per step.
 
 `retain_freed_memory()` tells glibc's malloc to keep what is freed for reuse: every thread allocates from the main
 heap (the other arenas would still `mmap` a buffer larger than their 64 MiB heaps), large blocks come from that
