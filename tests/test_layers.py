@@ -30,7 +30,7 @@ from zoedepth_jax.modeling.layers import (
     residual_stream_boundary,
     traced_forms,
 )
-from zoedepth_jax.modeling.metric_bins import in_row_tiles, sort_last_axis
+from zoedepth_jax.modeling.metric_bins import in_row_tiles, sort_last_axis, sum_in_order, sum_last_axis_in_order
 
 
 def _random(shape, seed, dtype=jnp.float32):
@@ -121,6 +121,32 @@ def test_conv3x3_in_row_tiles_is_nn_conv_in_bf16(height):
     assert relative_error(ours, shifted) > 10 * LAYER_BF16_RELATIVE
 
 
+# batch 1: bands of 8 rows, a partial last one; batch 2: bands of 4, exactly two; batch 3: fewer rows than a band
+@pytest.mark.parametrize("batch, height, use_bias", [(1, 13, True), (2, 8, True), (3, 3, True), (2, 11, False)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv3x3_in_row_tiles_gradients_are_nn_convs(dtype, batch, height, use_bias):
+    """The banded backward (input gradient as a convolution of the output gradient, kernel gradient summed over
+    bands) gives autodiff's gradients of `nn.Conv` on the same values."""
+    x = _random((batch, height, 6, 24), seed=80, dtype=dtype)
+    module = Conv3x3InRowTiles(32, dtype, use_bias=use_bias)
+    params, flax_conv = _as_flax_conv(Conv3x3InRowTiles(32, dtype), 3, 1, x)
+    params = jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), params)  # exact in the layer's dtype
+    if not use_bias:
+        params = {"kernel": params["kernel"]}
+        flax_conv = flax_conv.clone(use_bias=False)
+    ours, ours_vjp = jax.vjp(lambda p, x: module.apply({"params": p}, x), params, x)
+    reference, reference_vjp = jax.vjp(lambda p, x: flax_conv.apply({"params": p}, x), params, x.astype(jnp.float32))
+    upstream = _random(reference.shape, seed=81, dtype=dtype)
+    ours_params, ours_input = ours_vjp(upstream)
+    reference_params, reference_input = reference_vjp(upstream.astype(jnp.float32))
+    bound = LAYER_FP32_RELATIVE if dtype == jnp.float32 else LAYER_BF16_RELATIVE
+    for name, mine, theirs in [("input", ours_input, reference_input)] + [
+        (name, ours_params[name], reference_params[name]) for name in params
+    ]:
+        assert mine.shape == theirs.shape and float(jnp.std(theirs)) > 0.5, name
+        assert relative_error(mine, theirs) <= bound, name
+
+
 # odd and even sizes: the last output row/column reads the padding or not; 2x2: a single output pixel
 @pytest.mark.parametrize("height, width, kernel, stride", [(7, 5, 3, 2), (8, 6, 3, 2), (2, 2, 3, 2), (9, 9, 3, 3)])
 def test_strided_conv_as_matmul_is_nn_conv(height, width, kernel, stride):
@@ -207,6 +233,19 @@ def test_sort_last_axis_is_sort(bins):
     x[0, 0, 0, : bins // 2] = 0.5  # ties
     x[1, 1, 1] = np.sort(x[1, 1, 1])[::-1]  # reversed
     np.testing.assert_array_equal(np.asarray(jax.jit(sort_last_axis)(jnp.asarray(x))), np.sort(x, axis=-1))
+
+
+def test_sum_last_axis_in_order_and_its_gradient_are_the_chain_of_adds():
+    """The same sum, in the same order, as `sum_in_order` over the axis's one-element slices; the gradient is
+    autodiff's of that chain."""
+    x = _random((2, 3, 5, 64), seed=90) * 10
+    upstream = _random((2, 3, 5, 1), seed=91)
+    ours, ours_vjp = jax.vjp(sum_last_axis_in_order, x)
+    chain, chain_vjp = jax.vjp(lambda x: sum_in_order([x[..., i : i + 1] for i in range(64)]), x)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(chain))
+    (ours_gradient,), (chain_gradient,) = ours_vjp(upstream), chain_vjp(upstream)
+    assert ours_gradient.shape == x.shape and float(jnp.std(chain_gradient)) > 0.5
+    np.testing.assert_array_equal(np.asarray(ours_gradient), np.asarray(chain_gradient))
 
 
 def test_row_tiled_layers_export_with_a_symbolic_batch():

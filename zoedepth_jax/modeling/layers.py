@@ -379,10 +379,8 @@ def rows_per_step(rows: int, batch) -> int:
 
 
 class Conv3x3InRowTiles(nn.Module):
-    """A 3x3 convolution, stride 1, zero padding 1, computed a band of output rows (of every image) at a time as
-    three matmuls (one per kernel row) over the three column shifts of the band's input rows, accumulating in fp32.
-    Parameters and initialisers are `nn.Conv`'s (`kernel [3, 3, in, out]`, `bias [out]`). The loop runs over rows,
-    never over images, so a batch sharded over devices stays sharded.
+    """A 3x3 convolution, stride 1, zero padding 1, computed a band of output rows (of every image) at a time
+    (`conv3x3_in_row_tiles`). Parameters and initialisers are `nn.Conv`'s (`kernel [3, 3, in, out]`, `bias [out]`).
 
     For bf16: XLA:CPU has no bf16 convolution (it converts to fp32 and runs the fp32 one), while a bf16 matmul with
     fp32 accumulation runs faster than fp32 on avx512_bf16 / AMX. Whole-image forms of the same matmuls
@@ -396,23 +394,92 @@ class Conv3x3InRowTiles(nn.Module):
 
     @nn.compact
     def __call__(self, x):  # [B, H, W, C_in] -> [B, H, W, features]
-        batch, height, width, channels = x.shape
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, channels, self.features))
-        by_kernel_row = kernel.astype(self.dtype).reshape(3, 3 * channels, self.features)  # (dx, c_in) flattened
-        rows = rows_per_step(TILE_ROWS, batch)
-        tiles = -(-height // rows)
-        # One zero row and column on each side (the convolution's padding), plus rows up to a whole tile.
-        padded = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1 + tiles * rows - height), (1, 1), (0, 0)))
-        bias = optional_bias(self, self.features, self.use_bias)  # a parameter cannot be created inside the loop
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
+        bias = optional_bias(self, self.features, self.use_bias)
+        return conv3x3_in_row_tiles(x.astype(self.dtype), kernel.astype(self.dtype), bias)
 
-        def tile(first_row):  # -> [B, rows, W, features]
-            band = jax.lax.dynamic_slice_in_dim(padded, first_row, rows + 2, axis=1)  # [B, rows + 2, W + 2, C_in]
-            shifts = jnp.concatenate([band[:, :, dx : dx + width] for dx in range(3)], axis=-1)  # [B, rows+2, W, 3C]
-            terms = [matmul_in_f32(shifts[:, dy : dy + rows], by_kernel_row[dy]) for dy in range(3)]
-            return add_bias_and_round(terms[0] + terms[1] + terms[2], bias, self.dtype)
 
-        y = jax.lax.map(tile, jnp.arange(tiles) * rows)  # [tiles, B, rows, W, features]
-        return y.swapaxes(0, 1).reshape(batch, tiles * rows, width, self.features)[:, :height]
+@jax.custom_vjp
+def conv3x3_in_row_tiles(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """`x [B, H, W, C_in]` convolved with `kernel [3, 3, C_in, C_out]` (stride 1, zero padding 1) plus `bias`,
+    rounded once to x's dtype: in a loop over bands of output rows, each three matmuls (one per kernel row) over
+    the three column shifts of the band's input rows, accumulating in fp32. The loop runs over rows, never over
+    images, so a batch sharded over devices stays sharded.
+
+    The backward runs in bands too: the input gradient is the same convolution of the output gradient (kernel
+    flipped in space, its channel axes swapped), the kernel gradient a sum over bands. Autodiff of the loop would
+    instead add every band's input gradient into a zero map of the whole padded input, one full pass over that
+    map per band: work quadratic in the height (benchmarks/HISTORY.md).
+    """
+    return _convolve_in_row_tiles(x, kernel, bias)
+
+
+def _convolve_in_row_tiles(x, kernel, bias):
+    batch, height, width, _ = x.shape
+    rows, tiles, padded = _row_bands(x)
+    by_kernel_row = kernel.reshape(3, -1, kernel.shape[-1])  # [3, 3 * C_in, C_out], (dx, c_in) flattened
+
+    def tile(first_row):  # -> [B, rows, W, C_out]
+        shifts = _band_shifts(padded, first_row, rows)
+        terms = [dot_in_f32(shifts[:, dy : dy + rows], by_kernel_row[dy], (((3,), (0,)), ((), ()))) for dy in range(3)]
+        return add_bias_and_round(terms[0] + terms[1] + terms[2], bias, x.dtype)
+
+    y = jax.lax.map(tile, jnp.arange(tiles) * rows)  # [tiles, B, rows, W, C_out]
+    return y.swapaxes(0, 1).reshape(batch, tiles * rows, width, -1)[:, :height]
+
+
+def _row_bands(x: jax.Array) -> tuple[int, int, jax.Array]:
+    """(rows of every image per band, bands, x zero-padded by one row and column on each side (the convolution's
+    padding) and by rows up to whole bands)."""
+    batch, height = x.shape[:2]
+    rows = rows_per_step(TILE_ROWS, batch)
+    tiles = -(-height // rows)
+    return rows, tiles, jnp.pad(x, ((0, 0), (1, 1 + tiles * rows - height), (1, 1), (0, 0)))
+
+
+def _band_shifts(padded: jax.Array, first_row, rows: int) -> jax.Array:
+    """The input rows of the band of output rows from `first_row`, in its three column shifts side by side:
+    `[B, rows + 2, W, 3 * C_in]`, channels in the kernel's (dx, c_in) order."""
+    width = padded.shape[2] - 2
+    band = jax.lax.dynamic_slice_in_dim(padded, first_row, rows + 2, axis=1)  # [B, rows + 2, W + 2, C_in]
+    return jnp.concatenate([band[:, :, dx : dx + width] for dx in range(3)], axis=-1)
+
+
+def _conv3x3_in_row_tiles_forward(x, kernel, bias):
+    return _convolve_in_row_tiles(x, kernel, bias), (x, kernel, bias)
+
+
+def _conv3x3_in_row_tiles_backward(saved, gradient):
+    x, kernel, bias = saved
+    gradient = gradient.astype(x.dtype)  # [B, H, W, C_out]
+    d_x = _convolve_in_row_tiles(gradient, kernel[::-1, ::-1].swapaxes(2, 3), None)
+    d_bias = None if bias is None else jnp.sum(gradient.astype(jnp.float32), axis=(0, 1, 2)).astype(bias.dtype)
+    return d_x, _kernel_gradient_in_row_tiles(x, gradient).astype(kernel.dtype), d_bias
+
+
+def _kernel_gradient_in_row_tiles(x: jax.Array, gradient: jax.Array) -> jax.Array:
+    """d loss / d kernel [3, 3, C_in, C_out] in fp32, a sum over the bands of `_convolve_in_row_tiles`: per band
+    and kernel row dy, g^T (the band's output gradient, laid out transposed: `_transposed`) times the band's
+    column shifts from row dy."""
+    channels, features = x.shape[-1], gradient.shape[-1]
+    rows, tiles, padded = _row_bands(x)
+    gradient = jnp.pad(gradient, ((0, 0), (0, tiles * rows - x.shape[1]), (0, 0), (0, 0)))  # zero rows: no terms
+
+    def add_band(total, first_row):  # total [3, C_out, 3 * C_in]
+        shifts = _band_shifts(padded, first_row, rows)
+        band_gradient = jax.lax.dynamic_slice_in_dim(gradient, first_row, rows, axis=1).reshape(-1, features)
+        transposed = _transposed(band_gradient)  # [C_out, B * rows * W]
+        terms = [
+            dot_in_f32(transposed, shifts[:, dy : dy + rows].reshape(-1, 3 * channels), (((1,), (0,)), ((), ())))
+            for dy in range(3)
+        ]
+        return total + jnp.stack(terms), None
+
+    total, _ = jax.lax.scan(add_band, jnp.zeros((3, features, 3 * channels), jnp.float32), jnp.arange(tiles) * rows)
+    return total.swapaxes(1, 2).reshape(3, 3, channels, features)
+
+
+conv3x3_in_row_tiles.defvjp(_conv3x3_in_row_tiles_forward, _conv3x3_in_row_tiles_backward)
 
 
 def layer_norm(epsilon: float, name: str) -> nn.LayerNorm:

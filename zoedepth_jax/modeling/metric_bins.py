@@ -7,6 +7,8 @@ log-binomial takes logs of probabilities near 0 and 1. Maps are NHWC with bins i
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -70,6 +72,31 @@ def sum_in_order(terms) -> jnp.ndarray:
     for term in terms[1:]:
         total = total + term
     return total
+
+
+def sum_last_axis_in_order(x: jnp.ndarray) -> jnp.ndarray:
+    """`x [..., K]` summed over its last axis with `sum_in_order`, first element first: `[..., 1]`.
+
+    Its gradient is the upstream gradient repeated K times. Autodiff would transpose each of the K one-element
+    slices into a zero map of x's shape and add the K maps: K times the work of the sum itself
+    (benchmarks/HISTORY.md)."""
+    return _sum_last_axis_in_order(x, x.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _sum_last_axis_in_order(x, size):
+    return sum_in_order([x[..., i : i + 1] for i in range(size)])
+
+
+def _sum_last_axis_in_order_forward(x, size):
+    return _sum_last_axis_in_order(x, size), None
+
+
+def _sum_last_axis_in_order_backward(size, _, gradient):  # gradient [..., 1]
+    return (jnp.repeat(gradient, size, axis=-1),)
+
+
+_sum_last_axis_in_order.defvjp(_sum_last_axis_in_order_forward, _sum_last_axis_in_order_backward)
 
 
 def in_row_tiles(fn, *maps, rows: int = TILE_ROWS):
@@ -259,13 +286,11 @@ class ConditionalLogBinomial(nn.Module):
             p = jnp.clip(p, eps, 1.0)
             logits = coefficients + k * jnp.log(p) + (last - k) * jnp.log(one_minus_p)
             probabilities = jax.nn.softmax(logits / t, axis=-1)
-            weighted = probabilities * centers
-            mean = sum_in_order([weighted[..., i : i + 1] for i in range(self.n_classes)])
+            mean = sum_last_axis_in_order(probabilities * centers)
             if not self.with_std:
                 return mean
             # Var = sum p (c - mean)^2: the centred form, which does not cancel as E[c^2] - mean^2 would.
-            spread = probabilities * jnp.square(centers - mean)
-            variance = sum_in_order([spread[..., i : i + 1] for i in range(self.n_classes)])
+            variance = sum_last_axis_in_order(probabilities * jnp.square(centers - mean))
             return jnp.concatenate([mean, jnp.sqrt(variance)], axis=-1)
 
         result = in_row_tiles(depth, main, condition_part, centers)
