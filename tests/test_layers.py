@@ -163,7 +163,8 @@ def test_strided_conv_as_matmul_is_nn_conv(height, width, kernel, stride):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_conv3x3_is_nn_conv_with_its_gradients(dtype):
-    """The same forward numbers as `nn.Conv`; the kernel gradient (nine matmuls) and the input gradient agree."""
+    """The same forward numbers as `nn.Conv`; the kernel gradient (matmuls over bands of rows) and the input
+    gradient agree."""
     x = _random((2, 7, 9, 24), seed=50)
     module = Conv3x3(16, dtype)
     params, flax_conv = _as_flax_conv(module, 3, 1, x)

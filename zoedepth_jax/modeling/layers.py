@@ -244,7 +244,8 @@ def conv(features: int, kernel: int, name: str, dtype: Dtype, stride: int = 1, p
 
 class Conv3x3(nn.Module):
     """A 3x3 convolution, stride 1, zero padding 1: `nn.Conv`'s parameters, initialisers and forward computation
-    (XLA's convolution, the same numbers), with the kernel's gradient computed as matmuls (`conv3x3`).
+    (XLA's convolution, the same numbers), with the kernel's gradient computed as matmuls over bands of rows
+    (`conv3x3`).
 
     XLA:CPU computes a convolution's kernel gradient as another convolution, at a fraction of its matmul rate (the
     neck's and relative head's 3x3 convolutions: benchmarks/HISTORY.md); their input gradient it computes well.
@@ -266,7 +267,7 @@ class Conv3x3(nn.Module):
 @jax.custom_vjp
 def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """`x [B, H, W, C_in]` convolved with `kernel [3, 3, C_in, C_out]` (stride 1, zero padding 1), as `nn.Conv`
-    computes it; the kernel's gradient is nine matmuls (`_kernel_gradient`)."""
+    computes it; the kernel's gradient is a sum of matmuls over bands of rows (`_kernel_gradient_in_row_tiles`)."""
     return _convolve(x, kernel)
 
 
@@ -281,33 +282,10 @@ def _conv3x3_forward(x, kernel):
 def _conv3x3_backward(saved, gradient):
     x, kernel = saved
     (input_gradient,) = jax.vjp(lambda x: _convolve(x, kernel), x)[1](gradient)
-    return input_gradient, _kernel_gradient(x, gradient).astype(kernel.dtype)
+    return input_gradient, _kernel_gradient_in_row_tiles(x, gradient).astype(kernel.dtype)
 
 
 conv3x3.defvjp(_conv3x3_forward, _conv3x3_backward)
-
-
-def _kernel_gradient(x: jax.Array, gradient: jax.Array) -> jax.Array:
-    """d loss / d kernel [3, 3, C_in, C_out] of a 3x3 convolution (stride 1, zero padding 1) of `x [B, H, W, C_in]`
-    whose output has the gradient `gradient [B, H, W, C_out]`, in fp32.
-
-    Tap (dy, dx) sees the padded input shifted by (dy, dx): its gradient is the sum over positions of
-    x_padded[h + dy, w + dx] (outer) gradient[h, w], i.e. one matmul of the whole padded input with the gradient
-    moved by (dy, dx) into a zero map of the padded size. Moving the gradient, not the input, keeps the input one
-    buffer that all nine matmuls read as it lies (a shifted copy of it would be transposed for the matmul).
-    """
-    channels = x.shape[-1]
-    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # [B, H+2, W+2, C_in]
-    taps = [
-        dot_in_f32(
-            padded,
-            jnp.pad(gradient, ((0, 0), (dy, 2 - dy), (dx, 2 - dx), (0, 0))),  # [B, H+2, W+2, C_out]
-            (((0, 1, 2), (0, 1, 2)), ((), ())),
-        )
-        for dy in range(3)
-        for dx in range(3)
-    ]  # 9 x [C_in, C_out]
-    return jnp.stack(taps).reshape(3, 3, channels, -1)
 
 
 class Conv1x1(nn.Module):
