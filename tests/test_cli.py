@@ -70,7 +70,7 @@ def test_predict_writes_png16_color_and_npy(converted, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["predict", str(EXAMPLE), "--model", str(converted), "--out", str(out), "--npy"]) == 0
     printed = capsys.readouterr()
-    assert "example.jpg" in printed.out and "600x400" in printed.out and "median" in printed.out
+    assert "example.jpg: 400x600 " in printed.out and "median" in printed.out  # height x width, as everywhere
     assert "1 done, 0 skipped, 0 failed" in printed.err
     assert _outputs(out) == ["example_depth.npy", "example_depth.png", "example_depth_color.png"]  # no temp files
 

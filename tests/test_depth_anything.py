@@ -207,6 +207,21 @@ def test_convert_copies_the_processor_settings(checkpoints, tmp_path):
     assert isinstance(model, DepthAnythingForDepthEstimation)
 
 
+def test_convert_refuses_processor_settings_the_processor_cannot_run(checkpoints, tmp_path):
+    """A Depth Anything folder whose preprocessor_config.json holds a key the processor does not know: convert
+    fails naming the file and the key, and writes nothing."""
+    from zoedepth_jax.weights.loading import convert
+
+    _, folder = checkpoints["relative"]
+    source = tmp_path / "source"
+    shutil.copytree(folder, source)
+    settings = {"image_processor_type": "DPTImageProcessor", "size": {"height": 518, "width": 518}, "do_warp": True}
+    (source / "preprocessor_config.json").write_text(json.dumps(settings))
+    with pytest.raises(ConfigError, match=r"preprocessor_config.json: unknown key\(s\) \['do_warp'\]"):
+        convert(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 # The layout of the released V2 Small config.json (transformers writes a nested config as its differences from the
 # class defaults); the top level as transformers 4.x wrote it.
 RELEASED_V2_SMALL = {

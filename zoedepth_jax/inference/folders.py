@@ -267,7 +267,7 @@ class _Writes:
             self.report(f"error: {job.source}: cannot write outputs: {e}")
             return
         self.summary.done += 1
-        self.report(f"{job.source}: {depth.shape[1]}x{depth.shape[0]}  {depth_summary(depth, relative)}")
+        self.report(f"{job.source}: {depth.shape[0]}x{depth.shape[1]}  {depth_summary(depth, relative)}")
         bad = int(depth.size - np.count_nonzero(np.isfinite(depth)))
         if bad:
             self.report(

@@ -201,8 +201,8 @@ def convert(
     """Converts a checkpoint (hub id, folder or original `.pt`) into a Flax-native folder at `out`.
 
     The folder holds `config.json`, `flax_model.safetensors` and, when the source has one, a copy of its
-    `preprocessor_config.json` (for ZoeDepth, checked first to hold settings its processor runs; for Depth Anything,
-    whose processor is transformers' DPT one, copied as it is); it loads with `from_pretrained` without torch.
+    `preprocessor_config.json`, checked first to hold settings the model's image processor runs (a ConfigError
+    naming the file otherwise); it loads with `from_pretrained` without torch.
     Existing files are refused before the (slow) load unless `overwrite`. `progress`, if given, is called with a
     line before each step.
     """
@@ -217,10 +217,9 @@ def convert(
     model, variables = from_pretrained(folder, variant=variant, kitti_max_depth_80=kitti_max_depth_80)
     processor_config = folder / PREPROCESSOR_CONFIG_NAME if folder.is_dir() else None
     if processor_config is not None and processor_config.is_file():
-        if isinstance(model.config, ZoeDepthConfig):
-            from zoedepth_jax.inference.processor import ZoeDepthImageProcessor
+        from zoedepth_jax.inference.estimator import PROCESSORS
 
-            ZoeDepthImageProcessor.from_json_file(processor_config)  # refuse to pass on settings we cannot run
+        PROCESSORS[type(model)].from_json_file(processor_config)  # refuse to pass on settings we cannot run
     else:
         processor_config = None
     report(f"[3/3] writing {out}")
