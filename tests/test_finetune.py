@@ -22,6 +22,7 @@ from zoedepth_jax import BinConfiguration, ZoeDepthForDepthEstimation, ZoeDepthI
 from zoedepth_jax.cli import main
 from zoedepth_jax.config import tiny_config
 from zoedepth_jax.errors import ArgumentError, CheckpointError, ImageError
+from zoedepth_jax.selfcheck import EXIT_INCOMPLETE
 from zoedepth_jax.training.data import Augmentation
 from zoedepth_jax.training.finetune import finetune
 
@@ -80,7 +81,7 @@ def test_finetune_resume_and_predict(tiny_checkpoint, tmp_path, capsys):
     command += ["--val", str(val), "--steps", "4", "--batch-size", "2", "--lr", "1e-3", "--rotate", "2"]
     command += ["--eval-every", "2", "--save-every", "2", "--no-progress"]
     capsys.readouterr()
-    assert main([*command, "--stop-after", "1"]) == 0
+    assert main([*command, "--stop-after", "1"]) == EXIT_INCOMPLETE  # not 0: a scheduler must see it unfinished
     assert "stopped after step 1" in capsys.readouterr().out
     assert not (tmp_path / "resumed" / "final").exists()
     resumed = finetune(tiny_checkpoint, train, tmp_path / "resumed", **settings)

@@ -586,7 +586,7 @@ def _selfcheck(args: argparse.Namespace) -> int:
     return exit_status(rows)
 
 
-_FINETUNE_DESCRIPTION = """\
+_FINETUNE_DESCRIPTION = f"""\
 Fine-tunes a model on TRAIN: a folder of images <name>.jpg/.png/... with their depth <name>_depth.png beside
 them (16-bit PNGs of depth x --depth-scale, 0 = no depth), as `eval` reads them, or a text file of
 "IMAGE DEPTH" lines (paths relative to the file). Every file is checked before anything runs.
@@ -600,6 +600,8 @@ RUN_DIR receives metrics.jsonl (losses per step, validation metrics), Orbax chec
 weights by validation abs_rel (best/) and, at the end, the fine-tuned model (final/), which
 `zoedepth-jax predict --model RUN_DIR/final` loads. Running the same command again on a RUN_DIR with a
 checkpoint resumes it, with the result an uninterrupted run gives; SIGTERM saves a checkpoint and stops.
+Exit status: 0 finished; {EXIT_INCOMPLETE} stopped before the last step (SIGTERM, --stop-after) with a checkpoint to
+resume from, so that a scheduler can tell the two apart; 2 error.
 Needs the train extra: pip install 'zoedepth-jax[train]'."""
 
 
@@ -687,14 +689,14 @@ def _finetune(args: argparse.Namespace) -> int:
         print(f"best validation: step {best['step']}, abs_rel {best['abs_rel']:.4f}, delta1 {best['delta1']:.4f}")
     if result.stopped:
         print(f"stopped after step {result.step} with a checkpoint in {result.run_dir}; run again to resume")
-    else:
-        print(f"finished {result.step} steps; fine-tuned model in {result.final} (predict --model {result.final})")
+        return EXIT_INCOMPLETE
+    print(f"finished {result.step} steps; fine-tuned model in {result.final} (predict --model {result.final})")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (0 ok, 1 some images failed, 2 error; selfcheck has a third
-    outcome, `EXIT_INCOMPLETE`)."""
+    """Runs the command line; returns the exit status (0 ok, 1 some images failed, 2 error; `EXIT_INCOMPLETE` when
+    selfcheck could not run some checks, or finetune stopped before its last step)."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
