@@ -211,9 +211,10 @@ def test_traced_forms_apply_to_their_own_thread():
     assert seen == [True] and cpu_forms()  # the other thread saw this CPU backend's default
 
 
+@pytest.mark.parametrize("height", [11, 12])  # bands of 2 rows: a padded last band, whole bands
 @pytest.mark.parametrize("forms", ["cpu", "plain"])
-def test_in_row_tiles_is_the_whole_map(forms):
-    maps = _random((2, 11, 5, 3), seed=11), _random((2, 11, 5, 1), seed=12)
+def test_in_row_tiles_is_the_whole_map(forms, height):
+    maps = _random((2, height, 5, 3), seed=11), _random((2, height, 5, 1), seed=12)
 
     def chain(a, b):  # per pixel
         return jnp.tanh(a * b) + a
@@ -224,8 +225,12 @@ def test_in_row_tiles_is_the_whole_map(forms):
     with traced_forms(forms):
         # The CPU form loops over bands of rows; the plain form is the chain itself, in one piece.
         assert ("scan" in str(jax.make_jaxpr(tiled)(*maps))) == (forms == "cpu")
-        ours = jax.jit(tiled)(*maps)
-    np.testing.assert_array_equal(np.asarray(ours), np.asarray(chain(*maps)))
+        ours, ours_vjp = jax.vjp(jax.jit(tiled), *maps)
+    expected, expected_vjp = jax.vjp(chain, *maps)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(expected))
+    upstream = _random(expected.shape, seed=13)
+    for mine, theirs in zip(ours_vjp(upstream), expected_vjp(upstream), strict=True):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=LAYER_FP32_RELATIVE, atol=1e-6)
 
 
 @pytest.mark.parametrize("bins", [64, 16, 2, 1, 48])  # 48: not a power of two, the library sort

@@ -119,7 +119,8 @@ def in_row_tiles(fn, *maps, rows: int = TILE_ROWS):
     pad = tiles * rows - height
 
     def as_tiles(m):  # [B, H, W, C] -> [tiles, B, rows, W, C]
-        m = jnp.pad(m, ((0, 0), (0, pad), (0, 0), (0, 0)), mode="edge")
+        if pad:  # (an edge pad of nothing is not free: its gradient is a full-size copy per map)
+            m = jnp.pad(m, ((0, 0), (0, pad), (0, 0), (0, 0)), mode="edge")
         return m.reshape(batch, tiles, rows, width, -1).swapaxes(0, 1)
 
     out = jax.lax.map(lambda ts: fn(*ts), [as_tiles(m) for m in maps])  # [tiles, B, rows, W, C_out]
