@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 
@@ -28,9 +29,10 @@ from zoedepth_jax.modeling.layers import (
     gelu,
     matmul_in_f32,
     residual_stream_boundary,
+    sum_in_order,
     traced_forms,
 )
-from zoedepth_jax.modeling.metric_bins import in_row_tiles, sort_last_axis, sum_in_order, sum_last_axis_in_order
+from zoedepth_jax.modeling.metric_bins import in_row_tiles, sort_last_axis, sum_last_axis_in_order
 
 
 def _random(shape, seed, dtype=jnp.float32):
@@ -354,12 +356,15 @@ def test_bf16_weight_gradient_runs_as_a_bf16_dot_on_the_cpu():
     assert ("f32", "f32") in _dot_operand_types(compiled_backward("plain"))
 
 
+# batch 2: one chunk, the table's gradient summed over two images; batch 3 with 15 tokens: two chunks, the last
+# with a padded row; 3 heads: one per step
 @pytest.mark.parametrize("forms", ["cpu", "plain"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_attention_gradients_are_autodiffs_of_the_whole_attention(dtype, forms):
-    """The attention's own backward (softmax's row sums taken as d context . context) gives autodiff's gradients of
-    the textbook form, for q, k, v and the relative-position table, on both forms (chunked and whole)."""
-    batch, heads, grid = 3, 4, (3, 5)
+@pytest.mark.parametrize("batch, heads, grid", [(2, 4, (3, 5)), (3, 3, (2, 7))])
+def test_attention_gradients_are_autodiffs_of_the_whole_attention(batch, heads, grid, dtype, forms):
+    """The attention's own backward (softmax's row sums taken as d context . context; under the CPU forms, a loop
+    over the forward's steps) gives autodiff's gradients of the textbook form, for q, k, v and the
+    relative-position table, on both forms (chunked and whole)."""
     tokens = grid[0] * grid[1] + 1
     query, key, value = (_random((batch, heads, tokens, 8), seed, dtype) * 2 for seed in (60, 61, 62))
     bias_index = relative_position_index(grid)
@@ -382,6 +387,28 @@ def test_attention_gradients_are_autodiffs_of_the_whole_attention(dtype, forms):
         assert mine.dtype == (jnp.float32 if name == "table" else dtype), name
         assert float(jnp.std(theirs)) > 0.1, name
         assert relative_error(mine, theirs) <= bound, name
+
+
+def test_bf16_attention_gradient_runs_as_bf16_dots_on_the_cpu():
+    """Under the CPU forms every dot of the attention's forward and backward pass, as compiled, reads bf16 operands:
+    the key and value gradients come from transposes laid out outside the loop, not from products that contract
+    both operands' leading axes, which XLA:CPU would run in fp32 on converted copies."""
+    batch, heads, grid = 2, 4, (3, 5)
+    tokens = grid[0] * grid[1] + 1
+    query, key, value = (_random((batch, heads, tokens, 8), seed, jnp.bfloat16) for seed in (65, 66, 67))
+    bias_index = relative_position_index(grid)
+    bias_table = _random((heads, int(bias_index.max()) + 1), seed=68)
+    upstream = _random((batch, heads, tokens, 8), seed=69, dtype=jnp.bfloat16)
+
+    def gradients(*inputs):
+        attend = functools.partial(attention_with_relative_bias, bias_index=bias_index)
+        return jax.vjp(attend, *inputs)[1](upstream)
+
+    with traced_forms("cpu"):
+        compiled = jax.jit(gradients).lower(query, key, value, bias_table).compile().as_text()
+    operand_types = _dot_operand_types(compiled)
+    assert len(operand_types) == 6, operand_types  # scores, context; then d weights, d q, d k, d v
+    assert all(pair == ("bf16", "bf16") for pair in operand_types), operand_types
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

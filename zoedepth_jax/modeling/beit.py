@@ -6,6 +6,7 @@ Reference: transformers `models/beit/modeling_beit.py` (MiDaS v3.1 arbitrary-win
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -23,6 +24,7 @@ from zoedepth_jax.modeling.layers import (
     gelu,
     layer_norm,
     residual_stream_boundary,
+    sum_in_order,
 )
 from zoedepth_jax.ops import resize_bilinear
 
@@ -89,9 +91,7 @@ def attention_step(query, key, value, bias, dropout_rate=0.0, dropout_key=None):
     dropout the gradient is `_attention`'s."""
     if dropout_rate == 0:
         return _attention(query, key, value, bias).astype(query.dtype)
-    weights = _attention_weights(query, key, bias).astype(query.dtype)
-    keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(query.dtype)
+    weights = _dropped(_attention_weights(query, key, bias).astype(query.dtype), dropout_rate, dropout_key)
     return _context(weights, value).astype(query.dtype)
 
 
@@ -103,16 +103,19 @@ def _attention_weights(query, key, bias):  # -> softmax(q k^T / sqrt(d) + bias) 
     return jax.nn.softmax(scores, axis=-1)
 
 
+def _dropped(weights, dropout_rate, dropout_key):  # dropout of the weights, in their dtype
+    keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)
+    return jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(weights.dtype)
+
+
 def _context(weights, value):  # [B, heads, Nq, Nk] x [B, heads, Nk, d] -> [B, heads, Nq, d], fp32
     return jnp.einsum("bhqk,bhkd->bhqd", weights, value, preferred_element_type=jnp.float32)
 
 
 @jax.custom_vjp
 def _attention(query, key, value, bias):
-    """The context [B, heads, Nq, d] in fp32, before rounding to the inputs' dtype. The gradient is autodiff's but
-    for one sum: softmax's backward needs, per query, sum over keys of weights * d weights, which
-    equals d context . context (d weights = d context v^T, and context = weights v), a sum over d (64) instead of
-    over every key (hundreds), done on [Nq, d] instead of [Nq, Nk] (XLA:CPU reduces the wide rows slowly)."""
+    """The context [B, heads, Nq, d] in fp32, before rounding to the inputs' dtype; its gradient is
+    `_attention_backward`'s."""
     return _context(_attention_weights(query, key, bias).astype(query.dtype), value)
 
 
@@ -125,20 +128,79 @@ def _attention_forward(query, key, value, bias):
 def _attention_backward(saved, d_context):
     query, key, value, bias, context, weights = saved
     dtype = query.dtype
-    d_context_in = d_context.astype(dtype)
-    d_value = jnp.einsum("bhqk,bhqd->bhkd", weights.astype(dtype), d_context_in, preferred_element_type=jnp.float32)
-    d_weights = jnp.einsum("bhqd,bhkd->bhqk", d_context_in, value, preferred_element_type=jnp.float32)
-    # sum over keys of weights * d_weights, per query, as d_context . context
-    row_sums = jnp.sum(d_context_in.astype(jnp.float32) * context, axis=-1, keepdims=True)
-    d_scores = weights * (d_weights - row_sums)  # [B, heads, Nq, Nk], fp32
-    d_bias = None if bias is None else jnp.sum(d_scores, axis=0).astype(bias.dtype)
-    d_scaled = (d_scores * query.shape[-1] ** -0.5).astype(dtype)
-    d_query = jnp.einsum("bhqk,bhkd->bhqd", d_scaled, key, preferred_element_type=jnp.float32)
+    d_context = d_context.astype(dtype)
+    d_scores, d_scaled, d_query = _score_gradients(weights, context, d_context, key, value)
     d_key = jnp.einsum("bhqk,bhqd->bhkd", d_scaled, query, preferred_element_type=jnp.float32)
+    d_value = jnp.einsum("bhqk,bhqd->bhkd", weights.astype(dtype), d_context, preferred_element_type=jnp.float32)
+    d_bias = None if bias is None else sum_in_order(list(d_scores)).astype(bias.dtype)
     return d_query.astype(dtype), d_key.astype(dtype), d_value.astype(value.dtype), d_bias
 
 
 _attention.defvjp(_attention_forward, _attention_backward)
+
+
+def _score_gradients(weights, context, d_context, key, value):
+    """The backward pass of `_attention` up to the scores, from its softmax `weights [B, h, Nq, Nk]` and `context
+    [B, h, Nq, d]` (fp32, as the forward pass computed them) and the context's gradient `d_context [B, h, Nq, d]` in
+    the inputs' dtype: `(d_scores [B, h, Nq, Nk] fp32, the same scaled by 1/sqrt(d) in the inputs' dtype, d_query
+    [B, h, Nq, d] fp32)`. The key and value gradients are products of these with q and d_context.
+
+    Softmax's backward needs, per query, the sum over keys of weights * d weights, as autodiff computes it; that
+    equals d context . context (d weights = d context v^T, and context = weights v), a sum over d (64) instead of
+    over every key, done on [Nq, d] instead of [Nq, Nk] (XLA:CPU reduces the wide rows slowly).
+    """
+    d_weights = jnp.einsum("bhqd,bhkd->bhqk", d_context, value, preferred_element_type=jnp.float32)
+    row_sums = jnp.sum(d_context.astype(jnp.float32) * context, axis=-1, keepdims=True)
+    d_scores = weights * (d_weights - row_sums)
+    d_scaled = (d_scores * d_context.shape[-1] ** -0.5).astype(d_context.dtype)
+    d_query = jnp.einsum("bhqk,bhkd->bhqd", d_scaled, key, preferred_element_type=jnp.float32)
+    return d_scores, d_scaled, d_query
+
+
+@dataclasses.dataclass(frozen=True)
+class _Steps:
+    """How `attention_with_relative_bias` cuts its work: `groups` of `heads_per_step` heads, each by `chunks` of
+    `chunk` queries (the last chunk padded with `padding` rows of zeros), every image in each step."""
+
+    batch: int
+    heads: int
+    num_queries: int
+    heads_per_step: int
+    chunks: int
+    chunk: int
+
+    @classmethod
+    def of(cls, query) -> _Steps:  # query [B, heads, Nq, d]
+        batch, heads, num_queries, _ = query.shape
+        chunks = min(query_chunks(batch), num_queries)
+        heads_per_step = HEADS_PER_STEP if heads % HEADS_PER_STEP == 0 else 1
+        return cls(batch, heads, num_queries, heads_per_step, chunks, -(-num_queries // chunks))
+
+    @property
+    def groups(self) -> int:
+        return self.heads // self.heads_per_step
+
+    @property
+    def padding(self) -> int:
+        return self.chunks * self.chunk - self.num_queries
+
+    def by_group(self, x):  # [B, heads, ...] -> [groups, B, heads_per_step, ...]
+        return jnp.moveaxis(x.reshape(self.batch, self.groups, self.heads_per_step, *x.shape[2:]), 1, 0)
+
+    def from_groups(self, x):  # [groups, B, heads_per_step, ...] -> [B, heads, ...]
+        return jnp.moveaxis(x, 0, 1).reshape(self.batch, self.heads, *x.shape[3:])
+
+    def by_step(self, x):  # [B, heads, Nq, d] -> [groups, chunks, B, heads_per_step, chunk, d]
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, self.padding), (0, 0)))
+        x = x.reshape(self.batch, self.heads, self.chunks, self.chunk, x.shape[-1])
+        return jnp.moveaxis(self.by_group(x), 3, 1)
+
+    def from_steps(self, x):  # [groups, chunks, B, heads_per_step, chunk, d] -> [B, heads, Nq, d]
+        x = x.transpose(2, 0, 3, 1, 4, 5).reshape(self.batch, self.heads, self.chunks * self.chunk, x.shape[-1])
+        return x[:, :, : self.num_queries]
+
+    def bias_rows(self, bias_index: np.ndarray) -> jnp.ndarray:  # [Nq, Nk] -> [chunks, chunk, Nk]
+        return jnp.asarray(np.pad(bias_index, ((0, self.padding), (0, 0))).reshape(self.chunks, self.chunk, -1))
 
 
 def attention_with_relative_bias(query, key, value, bias_table, bias_index, dropout_rate=0.0, dropout_rng=None):
@@ -151,44 +213,99 @@ def attention_with_relative_bias(query, key, value, bias_table, bias_index, drop
     heads and chunks of queries, never over images: the batch axis stays a plain axis of every step, so a batch
     sharded over devices stays sharded (a loop over images made XLA gather every image's q, k and v onto every
     device). Each output row depends on its own query and head only, so the result is the unchunked one: scores
-    and softmax in fp32, weights and context in the inputs' dtype with fp32 accumulation. Dropout on the weights
-    (training) draws one key per step.
+    and softmax in fp32, weights and context in the inputs' dtype with fp32 accumulation. Without dropout the
+    backward pass loops over the same steps (`_attention_in_steps`); dropout on the weights (training) draws one
+    key per step and leaves the gradient to autodiff.
     `query [B, heads, Nq, d]`, `key`/`value [B, heads, Nk, d]` -> `[B, heads, Nq, d]`.
     """
     if not cpu_forms():  # GPU / TPU: every score at once, for the device to fuse
         return attention_step(query, key, value, bias_table[:, bias_index], dropout_rate, dropout_rng)
-    batch, heads, num_queries, head_dim = query.shape
-    num_keys = key.shape[2]
-    heads_per_step = HEADS_PER_STEP if heads % HEADS_PER_STEP == 0 else 1
-    groups = heads // heads_per_step
-    num_chunks = min(query_chunks(batch), num_queries)
-    chunk = -(-num_queries // num_chunks)  # the fewest padded rows for that many chunks
-    padding = num_chunks * chunk - num_queries
-    rows = jnp.asarray(np.pad(bias_index, ((0, padding), (0, 0))).reshape(num_chunks, chunk, num_keys))
+    steps = _Steps.of(query)
+    if dropout_rate == 0:
+        return _attention_in_steps(steps, bias_index, bias_table.shape)(query, key, value, bias_table)
+    context, _ = _attend_in_steps(steps, query, key, value, bias_table, bias_index, dropout_rate, dropout_rng)
+    return steps.from_steps(context).astype(query.dtype)
 
-    def by_group(x):  # [B, heads, ...] -> [groups, B, heads_per_step, ...]
-        return jnp.moveaxis(x.reshape(batch, groups, heads_per_step, *x.shape[2:]), 1, 0)
 
-    queries = jnp.pad(query, ((0, 0), (0, 0), (0, padding), (0, 0))).reshape(batch, heads, num_chunks, chunk, -1)
-    queries = jnp.moveaxis(by_group(queries), 3, 1)  # [groups, chunks, B, heads_per_step, chunk, d]
-    tables = bias_table.reshape(groups, heads_per_step, -1)
+def _attend_in_steps(steps: _Steps, query, key, value, bias_table, bias_index, dropout_rate, dropout_rng):
+    """The forward pass of `attention_with_relative_bias` over its steps: `(context, weights)`, fp32, as
+    `[groups, chunks, B, heads_per_step, chunk, d or Nk]`; the weights are the softmax's, before any dropout."""
+    dtype = query.dtype
+    rows = steps.bias_rows(bias_index)
+    tables = bias_table.reshape(steps.groups, steps.heads_per_step, -1)
     dropping = dropout_rate > 0
-    step_keys = jax.random.split(dropout_rng, (groups, num_chunks)) if dropping else jnp.zeros((groups, num_chunks))
+    step_keys = (
+        jax.random.split(dropout_rng, (steps.groups, steps.chunks))
+        if dropping
+        else jnp.zeros((steps.groups, steps.chunks))
+    )
 
-    def group_step(_, group_inputs):  # one group of heads, all queries: -> [chunks, B, heads_per_step, chunk, d]
+    def group_step(_, group_inputs):  # one group of heads, all queries
         group_queries, group_key, group_value, table, chunk_keys = group_inputs
 
-        def chunk_step(_, chunk_inputs):  # [B, heads_per_step, chunk, d] -> same
+        def chunk_step(_, chunk_inputs):  # [B, heads_per_step, chunk, d] -> (same, [B, heads_per_step, chunk, Nk])
             query_chunk, row_indices, chunk_key = chunk_inputs
-            bias = table[:, row_indices]
-            return None, attention_step(query_chunk, group_key, group_value, bias, dropout_rate, chunk_key)
+            weights = _attention_weights(query_chunk, group_key, table[:, row_indices])
+            kept = weights.astype(dtype)
+            if dropping:
+                kept = _dropped(kept, dropout_rate, chunk_key)
+            return None, (_context(kept, group_value), weights)
 
         return None, jax.lax.scan(chunk_step, None, (group_queries, rows, chunk_keys))[1]
 
-    inputs = (queries, by_group(key), by_group(value), tables, step_keys)
-    _, context = jax.lax.scan(group_step, None, inputs)  # [groups, chunks, B, heads_per_step, chunk, d]
-    context = context.transpose(2, 0, 3, 1, 4, 5).reshape(batch, heads, num_chunks * chunk, head_dim)
-    return context[:, :, :num_queries]
+    inputs = (steps.by_step(query), steps.by_group(key), steps.by_group(value), tables, step_keys)
+    return jax.lax.scan(group_step, None, inputs)[1]
+
+
+def _attention_in_steps(steps: _Steps, bias_index: np.ndarray, table_shape: tuple[int, int]):
+    """`attention_with_relative_bias` without dropout, as a function of `(query, key, value, bias_table)` whose
+    backward pass loops over the same steps: `_score_gradients` per step, then the key and value gradients
+    transposed, `q^T d_scores` and `d_context^T weights` ([d, Nq] x [Nq, Nk]), from transposes of q and d_context
+    laid out once outside the loop. Autodiff's `d_scores^T q` and `weights^T d_context` contract both operands'
+    leading axes, which XLA:CPU runs off its bf16 kernels, in fp32 on converted copies of the [Nq, Nk] maps
+    (benchmarks/HISTORY.md). The key, value and table gradients add up over the chunks of queries; the table's is a
+    scatter-add of the scores' gradient summed over the images as a chain of adds (`sum_in_order`)."""
+
+    @jax.custom_vjp
+    def attend(query, key, value, bias_table):
+        return forward(query, key, value, bias_table)[0]
+
+    def forward(query, key, value, bias_table):
+        context, weights = _attend_in_steps(steps, query, key, value, bias_table, bias_index, 0.0, None)
+        return steps.from_steps(context).astype(query.dtype), (steps.by_step(query), key, value, context, weights)
+
+    def backward(saved, d_context):  # d_context [B, heads, Nq, d]
+        queries, key, value, context, weights = saved
+        dtype = queries.dtype
+        head_dim, num_keys = key.shape[-1], key.shape[-2]
+        d_steps = steps.by_step(d_context.astype(dtype))
+        per_step = (context, weights, d_steps, jnp.swapaxes(d_steps, -1, -2), jnp.swapaxes(queries, -1, -2))
+
+        def group_step(_, group_inputs):
+            group_key, group_value, *chunk_inputs = group_inputs
+
+            def chunk_step(sums, inputs):
+                d_key_t, d_value_t, d_table = sums
+                context, weights, d_context, d_context_t, query_t, row_indices = inputs
+                d_scores, d_scaled, d_query = _score_gradients(weights, context, d_context, group_key, group_value)
+                d_key_t = d_key_t + jnp.einsum("bhdq,bhqk->bhdk", query_t, d_scaled, preferred_element_type=jnp.float32)
+                d_value_t = d_value_t + jnp.einsum(
+                    "bhdq,bhqk->bhdk", d_context_t, weights.astype(dtype), preferred_element_type=jnp.float32
+                )
+                d_table = d_table.at[:, row_indices].add(sum_in_order(list(d_scores)))
+                return (d_key_t, d_value_t, d_table), d_query.astype(dtype)
+
+            zeros_t = jnp.zeros((steps.batch, steps.heads_per_step, head_dim, num_keys), jnp.float32)
+            sums = (zeros_t, zeros_t, jnp.zeros((steps.heads_per_step, table_shape[1]), jnp.float32))
+            return None, jax.lax.scan(chunk_step, sums, (*chunk_inputs, steps.bias_rows(bias_index)))
+
+        inputs = (steps.by_group(key), steps.by_group(value), *per_step)
+        _, ((d_key_t, d_value_t, d_table), d_query) = jax.lax.scan(group_step, None, inputs)
+        d_key, d_value = (jnp.swapaxes(steps.from_groups(x), 2, 3).astype(dtype) for x in (d_key_t, d_value_t))
+        return steps.from_steps(d_query), d_key, d_value, d_table.reshape(table_shape)
+
+    attend.defvjp(forward, backward)
+    return attend
 
 
 class SelfAttention(nn.Module):

@@ -167,6 +167,20 @@ def _bf16_matmul_backward(saved, cotangent):
 _bf16_matmul.defvjp(_bf16_matmul_forward, _bf16_matmul_backward)
 
 
+def sum_in_order(terms) -> jax.Array:
+    """The sum of `terms` (arrays of one shape) as a chain of adds, first term first.
+
+    For sums over a short axis: a channel axis (bins, attractors) or the batch axis. XLA:CPU runs such a reduction
+    (`jnp.sum(a * b, axis=-1)` over 64 bins, `jnp.sum(x, axis=0)` over a batch of 2) as a slow library reduce
+    fusion, while the chain fuses into one elementwise loop (benchmarks/HISTORY.md). It also adds in torch's order
+    for a reduction over the channels of an NCHW tensor.
+    """
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
 def optional_bias(module: nn.Module, features: int, use_bias: bool) -> jax.Array | None:
     """The module's `bias [features]` parameter (`nn.Dense`'s and `nn.Conv`'s name and initialiser), or None."""
     return module.param("bias", nn.initializers.zeros, (features,)) if use_bias else None

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoedepth_jax.modeling.layers import TILE_ROWS, conv, cpu_forms, gelu, rows_per_step
+from zoedepth_jax.modeling.layers import TILE_ROWS, conv, cpu_forms, gelu, rows_per_step, sum_in_order
 from zoedepth_jax.ops import resize_bilinear
 
 # Quirk kept for the released weights: transformers and the original code call the inverse attractor with its
@@ -59,19 +59,6 @@ def sort_last_axis(x: jnp.ndarray) -> jnp.ndarray:
             half //= 2
         size *= 2
     return x
-
-
-def sum_in_order(terms) -> jnp.ndarray:
-    """The sum of `terms` (arrays of one shape) as a chain of adds, first term first.
-
-    Used for sums over a short channel axis (bins, attractors): XLA:CPU runs `jnp.sum(a * b, axis=-1)` over 64 bins
-    as a slow library reduction, while the chain fuses into one elementwise loop (benchmarks/HISTORY.md); it also
-    adds in torch's order for a reduction over the channels of an NCHW tensor.
-    """
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
 
 
 def sum_last_axis_in_order(x: jnp.ndarray) -> jnp.ndarray:
