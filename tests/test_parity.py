@@ -45,10 +45,26 @@ def assert_matches(ours: dict, expected: dict):
     assert errors[worst] <= FP32_RELATIVE, f"{worst} differs by {errors[worst]:.2e} (all: {errors})"
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize(
-    "checkpoint", CHECKPOINTS, ids=lambda c: f"{c[0]}{'' if not c[1] else ('-to-kitti' if c[1] > 0 else '-to-nyu')}"
-)
+def _checkpoint_id(checkpoint) -> str:
+    variant, offset = checkpoint
+    return f"{variant}{'' if not offset else ('-to-kitti' if offset > 0 else '-to-nyu')}"
+
+
+# Every checkpoint at the first size and every size on the first checkpoint by default; the rest of the grid
+# (the same code paths at other sizes) is marked slow to keep the default run short.
+GRID = [
+    pytest.param(
+        checkpoint,
+        size,
+        id=f"{_checkpoint_id(checkpoint)}-{size[0]}x{size[1]}",
+        marks=() if checkpoint == CHECKPOINTS[0] or size == SIZES[0] else pytest.mark.slow,
+    )
+    for checkpoint in CHECKPOINTS
+    for size in SIZES
+]
+
+
+@pytest.mark.parametrize("checkpoint, size", GRID)
 def test_matches_transformers(checkpoints, checkpoint, size):
     hf_model, folder = checkpoints[checkpoint]
     images = reference.test_images(2, *size, seed=size[0] + size[1])
@@ -124,7 +140,8 @@ def _offset_against_the_first_image(margins: np.ndarray) -> float | None:
     return None
 
 
-@pytest.mark.parametrize("batch", [2, 3])
+# 3 images also tell transformers' rule from a majority vote; 2 only from the first image's choice
+@pytest.mark.parametrize("batch", [pytest.param(2, marks=pytest.mark.slow), 3])
 def test_batch_routing_matches_transformers_on_mixed_batches(tmp_path, batch):
     """routing="batch" on a batch whose images the router sends to different heads: the head transformers'
     rule picks for the whole batch (softmax of the summed logits), with its depth and intermediates, where the
@@ -155,9 +172,7 @@ def test_batch_routing_matches_transformers_on_mixed_batches(tmp_path, batch):
     assert relative_error(per_image, output.predicted_depth) > 100 * FP32_RELATIVE  # the rules differ here
 
 
-@pytest.mark.parametrize(
-    "checkpoint", CHECKPOINTS, ids=lambda c: f"{c[0]}{'' if not c[1] else ('-to-kitti' if c[1] > 0 else '-to-nyu')}"
-)
+@pytest.mark.parametrize("checkpoint", CHECKPOINTS, ids=_checkpoint_id)
 def test_uncertainty_matches_transformers_internals(checkpoints, checkpoint):
     """depth_std against the spread of transformers' own bin distribution; the depth itself is untouched."""
     hf_model, folder = checkpoints[checkpoint]
