@@ -8,6 +8,7 @@ import json
 import types
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from tolerances import (
     MIXTURE_RELATIVE,
     PIXEL_VALUES_ABS,
     POST_PROCESS_RELATIVE,
+    RESIZE_GRADIENT_RELATIVE,
     RESIZE_RELATIVE,
     UINT8_RESIZE_LEVELS,
     depth_relative_error,
@@ -431,6 +433,72 @@ def test_resizes_match_torch(mode, align_corners, source, target):
         assert relative_error(np.asarray(result), expected) <= RESIZE_RELATIVE
     channels_first = resize(x.transpose(0, 3, 1, 2), target, align_corners=align_corners, axes=(2, 3))
     assert relative_error(channels_first, expected.transpose(0, 3, 1, 2)) <= RESIZE_RELATIVE
+
+
+def resized_by_autodiff_of_the_gathers(x, target, mode, align_corners, factors=(None, None)):
+    """The resize written as plain gathers (torch's taps from `ops`), for autodiff to differentiate."""
+    taps = ops._linear_taps if mode == "bilinear" else ops._cubic_taps
+    for axis, size, factor in ((2, target[1], factors[1]), (1, target[0], factors[0])):  # width first, as torch
+        if x.shape[axis] == size and factor is None:
+            continue
+        indices, weights = taps(x.shape[axis], size, align_corners, np.float32, factor)
+        shape = [1] * x.ndim
+        shape[axis] = size
+        x = sum(
+            jnp.take(x, i, axis=axis) * jnp.asarray(w.reshape(shape), x.dtype)
+            for i, w in zip(indices, weights, strict=True)
+        )
+    return x
+
+
+RESIZES = [
+    ((7, 9), (20, 31)),
+    ((50, 40), (13, 17)),  # shrinking: some samples read by no output
+    ((6, 1), (3, 5)),  # a border sample read twice by one output
+    ((24, 32), (48, 64)),
+]
+
+
+@pytest.mark.parametrize(
+    "mode, align_corners, source, target, factors",
+    [(m, a, s, t, (None, None)) for m in ("bilinear", "bicubic") for a in (False, True) for s, t in RESIZES]
+    + [("bicubic", False, (5, 7), (5, 7), (1.0, 1.0))],  # a scale factor of 1 still resamples (DINOv2's table)
+)
+def test_resize_gradients_match_autodiff_of_the_gathers(mode, align_corners, source, target, factors):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((2, *source, 3)), jnp.float32)
+    resize = ops.resize_bilinear if mode == "bilinear" else ops.resize_bicubic
+    kwargs = {} if factors[0] is None else {"scale_factors": factors}
+    resized, vjp = jax.vjp(lambda x: resize(x, target, align_corners=align_corners, **kwargs), x)
+    reference_resized, reference_vjp = jax.vjp(
+        lambda x: resized_by_autodiff_of_the_gathers(x, target, mode, align_corners, factors), x
+    )
+    gradient = jnp.asarray(rng.standard_normal(resized.shape), jnp.float32)
+    np.testing.assert_array_equal(resized, reference_resized)
+    (ours,), (expected,) = vjp(gradient), reference_vjp(gradient)
+    assert np.abs(np.asarray(expected)).max() > 1, "a gradient of the inputs' scale"
+    assert relative_error(ours, expected) <= RESIZE_GRADIENT_RELATIVE
+    assert "scatter" not in str(jax.make_jaxpr(vjp)(gradient)), "the gradient is gathers, not a scatter-add"
+
+
+@pytest.mark.parametrize("target", [(96, 32), (24, 128)], ids=["height", "width"])
+def test_bf16_resize_gradient_is_the_fp32_one_rounded_once(target):
+    """The gradient of a bf16 resize of one axis sums its terms in fp32 and rounds the sum once: within half a
+    bf16 step of the fp32 gradient of the same (bf16-valued) inputs, which a sum of bf16-rounded terms is not.
+    (A resize of both axes rounds between the two, as its forward pass does.)"""
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.standard_normal((2, 24, 32, 16)), jnp.bfloat16)
+    gradient = jnp.asarray(rng.standard_normal((2, *target, 16)), jnp.bfloat16)
+
+    def gradient_of(x, gradient):
+        return jax.vjp(lambda x: ops.resize_bilinear(x, target, align_corners=True), x)[1](gradient)[0]
+
+    ours = gradient_of(x, gradient)
+    assert ours.dtype == jnp.bfloat16
+    exact = np.asarray(gradient_of(x.astype(jnp.float32), gradient.astype(jnp.float32)), np.float64)
+    error = np.abs(np.asarray(ours, np.float64) - exact)
+    worst = np.max(error / np.abs(exact))
+    assert (error <= 2.0**-8 * np.abs(exact) * (1 + 1e-5)).all(), f"off by {worst:.2e} of itself"
 
 
 # ------------------------------------------------------------------------------------------ post-processing

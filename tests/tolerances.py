@@ -75,6 +75,11 @@ MIXTURE_RELATIVE = 1e-6
 # float32 products summed per axis. Measured <= 2e-7.
 RESIZE_RELATIVE = 1e-6
 
+# The resizes' own gradient (input samples gathering the outputs that read them) against autodiff of the gathers
+# (a scatter-add), relative to the gradient's scale: the same fp32 products, summed in another order, and a
+# sample read twice by one output (border clamping) weighted once by the summed weight. Measured <= 2.5e-7.
+RESIZE_GRADIENT_RELATIVE = 1e-6
+
 # Training losses (tests/test_losses_metrics.py) against hand-computed values and torch. The losses run in fp32:
 # a log, a mean and a variance over a few pixels round at ~1e-7; the 1e-7 inside the logarithms moves the
 # hand values (which leave it out) by about as much.

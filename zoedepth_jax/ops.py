@@ -4,6 +4,7 @@
 here. Source indices and weights depend only on static shapes: they are numpy constants at trace time, computed
 in the tensor's float type as torch computes them, and the resize of one axis is a few gathers and a weighted sum
 (two taps for bilinear, four for bicubic). Like torch's CPU kernel, the width is resized first, then the height.
+The gradient of a JAX resize is gathers too: each input sample gathers the outputs that read it (`_resample`).
 
 A numpy array is resized with numpy (host-side pre- and post-processing: no compilation per image size);
 anything else (a JAX array, a tracer under `jit`) with `jax.numpy`.
@@ -11,6 +12,7 @@ anything else (a JAX array, a tracer under `jit`) with `jax.numpy`.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -84,16 +86,64 @@ def _resize_axis(x, axis: int, out_size: int, align_corners: bool, taps, factor=
     in_size = x.shape[axis]
     if in_size == out_size and factor is None:  # torch copies: every tap but one has weight exactly 0
         return x
-    xp = np if isinstance(x, np.ndarray) else jnp
     dtype = np.float64 if x.dtype == np.float64 else np.float32  # torch's compute type for the coordinates
     indices, weights = taps(in_size, out_size, align_corners, dtype, factor)
+    if isinstance(x, np.ndarray):
+        return _weighted_taps(np, x, axis, indices, weights)
+    return _resample(axis, indices, weights, in_size)(x)
+
+
+def _weighted_taps(xp, x, axis: int, indices: np.ndarray, weights: np.ndarray):
+    """sum over taps t of `x` taken at `indices[t]` along `axis`, times `weights[t]`, in `x`'s dtype and in tap
+    order. indices, weights: [taps, out]."""
     shape = [1] * x.ndim
-    shape[axis] = out_size
+    shape[axis] = indices.shape[1]
     result = None
     for index, weight in zip(indices, weights, strict=True):
         term = xp.take(x, index, axis=axis) * xp.asarray(weight.reshape(shape), dtype=x.dtype)
         result = term if result is None else result + term
     return result
+
+
+def _resample(axis: int, indices: np.ndarray, weights: np.ndarray, in_size: int):
+    """The resize of one axis of a JAX array, `_weighted_taps` in `x`'s dtype, as a function whose gradient is
+    gathers as well: each input sample gathers the outputs it contributed to (`_transposed_taps`), computed in
+    at least fp32 and rounded once to x's dtype. Autodiff's gradient of a gather is a scatter-add, which XLA:CPU
+    runs an element at a time, several times slower than the resize itself (benchmarks/HISTORY.md)."""
+
+    @jax.custom_vjp
+    def resample(x):
+        return _weighted_taps(jnp, x, axis, indices, weights)
+
+    def forward(x):
+        return resample(x), None
+
+    def backward(_, gradient):  # the output's dtype is x's
+        compute = jnp.promote_types(gradient.dtype, jnp.float32)
+        sources, source_weights = _transposed_taps(indices, weights, in_size)
+        d_x = _weighted_taps(jnp, gradient.astype(compute), axis, sources, source_weights)
+        return (d_x.astype(gradient.dtype),)
+
+    resample.defvjp(forward, backward)
+    return resample
+
+
+def _transposed_taps(indices: np.ndarray, weights: np.ndarray, in_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The taps of a resize's transpose: for each of the `in_size` input samples, the outputs that read it and
+    their summed weights, in output order, padded with weight 0 to the largest count. [taps, out] ->
+    (indices [k, in_size], weights [k, in_size], float64)."""
+    outputs = np.broadcast_to(np.arange(indices.shape[1]), indices.shape).ravel()
+    pairs, position = np.unique(indices.ravel() * indices.shape[1] + outputs, return_inverse=True)
+    summed = np.bincount(position.ravel(), weights=weights.ravel().astype(np.float64))
+    pairs, summed = pairs[summed != 0], summed[summed != 0]
+    sources, readers = pairs // indices.shape[1], pairs % indices.shape[1]  # sorted by source, then output
+    counts = np.bincount(sources, minlength=in_size)
+    rank = np.arange(len(pairs)) - np.repeat(np.cumsum(counts) - counts, counts)
+    transposed_indices = np.zeros((max(int(counts.max(initial=0)), 1), in_size), np.int64)
+    transposed_weights = np.zeros(transposed_indices.shape, np.float64)
+    transposed_indices[rank, sources] = readers
+    transposed_weights[rank, sources] = summed
+    return transposed_indices, transposed_weights
 
 
 def _resize(x, size, align_corners, axes, taps, factors=(None, None)):
