@@ -223,14 +223,16 @@ def attention_with_relative_bias(query, key, value, bias_table, bias_index, drop
     steps = _Steps.of(query)
     if dropout_rate == 0:
         return _attention_in_steps(steps, bias_index, bias_table.shape)(query, key, value, bias_table)
-    context, _ = _attend_in_steps(steps, query, key, value, bias_table, bias_index, dropout_rate, dropout_rng)
+    queries = steps.by_step(query)
+    context, _ = _attend_in_steps(steps, queries, key, value, bias_table, bias_index, dropout_rate, dropout_rng)
     return steps.from_steps(context).astype(query.dtype)
 
 
-def _attend_in_steps(steps: _Steps, query, key, value, bias_table, bias_index, dropout_rate, dropout_rng):
-    """The forward pass of `attention_with_relative_bias` over its steps: `(context, weights)`, fp32, as
-    `[groups, chunks, B, heads_per_step, chunk, d or Nk]`; the weights are the softmax's, before any dropout."""
-    dtype = query.dtype
+def _attend_in_steps(steps: _Steps, queries, key, value, bias_table, bias_index, dropout_rate, dropout_rng):
+    """The forward pass of `attention_with_relative_bias` over its steps, from the queries cut into them
+    (`steps.by_step(query)`): `(context, weights)`, fp32, as `[groups, chunks, B, heads_per_step, chunk, d or Nk]`;
+    the weights are the softmax's, before any dropout."""
+    dtype = queries.dtype
     rows = steps.bias_rows(bias_index)
     tables = bias_table.reshape(steps.groups, steps.heads_per_step, -1)
     dropping = dropout_rate > 0
@@ -253,7 +255,7 @@ def _attend_in_steps(steps: _Steps, query, key, value, bias_table, bias_index, d
 
         return None, jax.lax.scan(chunk_step, None, (group_queries, rows, chunk_keys))[1]
 
-    inputs = (steps.by_step(query), steps.by_group(key), steps.by_group(value), tables, step_keys)
+    inputs = (queries, steps.by_group(key), steps.by_group(value), tables, step_keys)
     return jax.lax.scan(group_step, None, inputs)[1]
 
 
@@ -271,8 +273,9 @@ def _attention_in_steps(steps: _Steps, bias_index: np.ndarray, table_shape: tupl
         return forward(query, key, value, bias_table)[0]
 
     def forward(query, key, value, bias_table):
-        context, weights = _attend_in_steps(steps, query, key, value, bias_table, bias_index, 0.0, None)
-        return steps.from_steps(context).astype(query.dtype), (steps.by_step(query), key, value, context, weights)
+        queries = steps.by_step(query)
+        context, weights = _attend_in_steps(steps, queries, key, value, bias_table, bias_index, 0.0, None)
+        return steps.from_steps(context).astype(query.dtype), (queries, key, value, context, weights)
 
     def backward(saved, d_context):  # d_context [B, heads, Nq, d]
         queries, key, value, context, weights = saved
