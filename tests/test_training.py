@@ -27,6 +27,7 @@ from zoedepth_jax import ZoeDepthImageProcessor, from_pretrained
 from zoedepth_jax.domains import DOMAIN_LABELS
 from zoedepth_jax.errors import CheckpointError
 from zoedepth_jax.evaluation.folders import DATASETS
+from zoedepth_jax.modeling.layers import traced_forms
 from zoedepth_jax.training.checkpoint import StopSignal, TrainCheckpoints
 from zoedepth_jax.training.config import TrainConfig
 from zoedepth_jax.training.data import Augmentation, DepthDataset, make_loader
@@ -224,6 +225,18 @@ def test_bfloat16_compute_keeps_fp32_parameters_and_losses(training):
     state, metrics = jax.eval_shape(step, *arguments)
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(state.params)} == {jnp.dtype(jnp.float32)}
     assert all(metrics[name].dtype == jnp.float32 for name in ("loss", "silog", "grad_norm"))
+
+
+def test_a_step_takes_the_forms_in_effect_where_it_is_built(training):
+    """Steps are cached per model and config, and the forms are part of the key: a step built under the plain
+    forms after the CPU one (the same model and config) is traced without the CPU forms' loops."""
+    arguments = (training["before"], training["batch"], jax.random.key(0))
+    loops = {}
+    for forms in ("cpu", "plain"):
+        with traced_forms(forms):
+            step = make_train_step(training["model"], training["config"])
+        loops[forms] = step.lower(*arguments).as_text().count("stablehlo.while")  # traced outside the block
+    assert loops["plain"] < loops["cpu"] // 4, loops
 
 
 def test_two_domain_loss_adds_the_weighted_cross_entropy(tmp_path):

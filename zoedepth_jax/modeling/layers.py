@@ -44,6 +44,11 @@ def cpu_forms() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def current_forms() -> str:
+    """The forms a function traced now would take: "cpu" or "plain" (see `cpu_forms`)."""
+    return "cpu" if cpu_forms() else "plain"
+
+
 @contextlib.contextmanager
 def traced_forms(kind: str) -> Iterator[None]:
     """Traces the model's "cpu" or "plain" forms inside the block, whatever the default backend (for an export to

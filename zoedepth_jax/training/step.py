@@ -31,6 +31,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from zoedepth_jax.errors import ArgumentError
+from zoedepth_jax.modeling.layers import current_forms, traced_forms
 from zoedepth_jax.modeling.zoedepth import COMPUTE_DTYPES, ZoeDepthForDepthEstimation
 from zoedepth_jax.training.config import TrainConfig, check_trainable
 from zoedepth_jax.training.losses import domain_cross_entropy, silog_loss
@@ -121,16 +122,19 @@ def make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mesh
     that is still alive (`np.asarray` of a parameter) makes JAX copy instead of reuse, so such a view never changes
     under it.
 
-    Steps are cached by (model, config, mesh): building the step again for the same ones (a resumed run in the
-    same process) reuses the compiled program.
+    The step takes the model's forms in effect where it is built (`traced_forms`; by default the CPU forms on
+    the CPU), whenever jit traces it. Steps are cached by (model, config, mesh, forms): building the step again
+    for the same ones (a resumed run in the same process) reuses the compiled program.
     """
-    return _make_train_step(model.clone(dtype=COMPUTE_DTYPES[config.compute_dtype]), config, mesh)
+    model = model.clone(dtype=COMPUTE_DTYPES[config.compute_dtype])
+    return _make_train_step(model, config, mesh, current_forms())
 
 
 @functools.lru_cache(maxsize=8)
-def _make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mesh: Mesh | None):
+def _make_train_step(model: ZoeDepthForDepthEstimation, config: TrainConfig, mesh: Mesh | None, forms: str):
     def step(state, batch, rng):
-        return _train_step(model, config, state, batch, rng)
+        with traced_forms(forms):
+            return _train_step(model, config, state, batch, rng)
 
     donate = (0,)  # the new state takes the old one's buffers: one copy of the state in memory, not two
     if mesh is None:
