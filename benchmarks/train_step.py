@@ -44,6 +44,15 @@ Method
   seconds per step, images per second, speed against torch_eager_fp32's median of the same run, compile time,
   the loss of each step, and each timed step's minor page faults and system CPU seconds (getrusage); per
   worker, its resident memory after the warm-up and its peak (VmHWM).
+- The matmul floor. A step is mostly matmuls and convolutions, so a framework's step can be no faster than its
+  matmuls. Each worker, after its timed steps, times a BEiT MLP dense layer as its step runs one: the forward,
+  the input gradient and the weight gradient of `[B x tokens, hidden] x [hidden, intermediate]` (at 384x512,
+  batch 2: [1538, 1024] x [1024, 4096]), activations in the configuration's dtype, the weight in fp32 cast to it
+  (JAX: `layers.matmul_in_f32` under `jax.vjp`, jitted; PyTorch: `F.linear` and backward, under autocast for
+  bf16), median of DENSE_RUNS, as GFLOP/s. The JAX workers count the step's matmul FLOPs (2 x multiply-adds of
+  every dot and convolution in the step's jaxpr, traced with the plain forms, which have no loops). The floor of
+  a configuration is that count over its dense layer's rate: the time its step would take if every matmul and
+  convolution ran as fast as that layer, and nothing else took time.
 - Output: a markdown table on stdout, progress on stderr, everything (per-run times and losses, the machine: CPU
   model, cores, AMX and bf16 flags; library versions, thread counts, XLA's buffer sizes of each compiled step,
   the commit) in --json. The exit status is 1 when the loss check fails, after the report; a worker that fails
@@ -65,6 +74,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import json
+import math
 import os
 import resource
 import statistics
@@ -90,6 +100,7 @@ TOTAL_STEPS = 10_000
 NO_DROPOUT = {"drop_path_rate": 0.0, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 LOSS_RELATIVE_TOLERANCE = 1e-3
 SETTLE_S = 0.1
+DENSE_RUNS = 9
 
 
 def log(message: str) -> None:
@@ -147,6 +158,7 @@ def setup_jax(folder: Path, data: dict[str, np.ndarray], names: list[str], confi
     import jax.numpy as jnp
 
     from zoedepth_jax import from_pretrained
+    from zoedepth_jax.modeling.layers import traced_forms
     from zoedepth_jax.training.step import create_train_state, make_train_step
 
     model, variables = from_pretrained(folder)
@@ -178,6 +190,9 @@ def setup_jax(folder: Path, data: dict[str, np.ndarray], names: list[str], confi
 
         details = {"compile_covers": "lower + compile", "devices": [str(d) for d in jax.devices()]}
         details["memory_analysis"] = compiled_memory(compiled)
+        with traced_forms("plain"):  # no loops: every matmul appears once per time it runs
+            plain_step = make_train_step(model, dataclasses.replace(config, compute_dtype=compute_dtype))
+        details["step_matmul_gflop"] = matmul_flops(jax.make_jaxpr(plain_step)(shared["state"], batch, rng)) / 1e9
         configurations.append(Configuration(name, step, compile_s, details))
     return configurations
 
@@ -192,6 +207,100 @@ def compiled_memory(compiled) -> dict | None:
     if analysis is None or not all(hasattr(analysis, field) for field in fields):
         return None
     return {field.removesuffix("_in_bytes") + "_mib": getattr(analysis, field) / 2**20 for field in fields}
+
+
+def matmul_flops(closed_jaxpr) -> float:
+    """2 x multiply-adds of every dot and convolution in a jaxpr, nested jaxprs included. Loops would be counted
+    once, not once per trip: the jaxpr must have none (a ValueError otherwise)."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    def count(jaxpr) -> float:
+        total = 0.0
+        for equation in jaxpr.eqns:
+            name, out = equation.primitive.name, equation.outvars[0].aval
+            if name in ("while", "scan"):
+                raise ValueError(f"a {name} loop in the counted jaxpr")
+            if name == "dot_general":
+                ((lhs_contracting, _), _) = equation.params["dimension_numbers"]
+                lhs = equation.invars[0].aval
+                total += 2 * math.prod(out.shape) * math.prod(lhs.shape[axis] for axis in lhs_contracting)
+            elif name == "conv_general_dilated":
+                kernel = equation.invars[1].aval  # its input-feature axis already divided by the groups
+                out_features_axis = equation.params["dimension_numbers"].rhs_spec[0]
+                total += 2 * math.prod(out.shape) * math.prod(kernel.shape) / kernel.shape[out_features_axis]
+            for value in equation.params.values():
+                for inner in value if isinstance(value, (tuple, list)) else (value,):
+                    if isinstance(inner, (ClosedJaxpr, Jaxpr)):
+                        total += count(inner.jaxpr if isinstance(inner, ClosedJaxpr) else inner)
+        return total
+
+    return count(closed_jaxpr.jaxpr)
+
+
+def dense_layer_shape(folder: Path, batch: int, height: int, width: int) -> tuple[int, int, int]:
+    """(rows, hidden, intermediate) of the backbone's MLP dense layer: rows = batch x (patches + the CLS token)."""
+    backbone = json.loads((folder / "config.json").read_text())["backbone_config"]
+    patch = backbone["patch_size"]
+    rows = batch * ((height // patch) * (width // patch) + 1)
+    return rows, backbone["hidden_size"], backbone["intermediate_size"]
+
+
+def median_seconds(run: Callable[[], object], runs: int) -> float:
+    """`run()` once to warm up, then the median of `runs` timed calls."""
+    run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def jax_dense_layer_seconds(bf16: bool, rows: int, hidden: int, intermediate: int) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    from zoedepth_jax.modeling.layers import matmul_in_f32
+
+    dtype = jnp.bfloat16 if bf16 else jnp.float32
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (rows, hidden), dtype)
+    weight = jax.random.normal(keys[1], (hidden, intermediate), jnp.float32)
+    cotangent = jax.random.normal(keys[2], (rows, intermediate), jnp.float32)
+
+    @jax.jit
+    def forward_and_backward(x, weight, cotangent):
+        y, pullback = jax.vjp(lambda x, weight: matmul_in_f32(x, weight.astype(dtype)), x, weight)
+        return y, pullback(cotangent)
+
+    return median_seconds(lambda: jax.block_until_ready(forward_and_backward(x, weight, cotangent)), DENSE_RUNS)
+
+
+def torch_dense_layer_seconds(bf16: bool, rows: int, hidden: int, intermediate: int) -> float:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, hidden, generator=generator, dtype=torch.bfloat16 if bf16 else torch.float32)
+    x.requires_grad_()
+    weight = torch.randn(intermediate, hidden, generator=generator, requires_grad=True)
+    cotangent = torch.randn(rows, intermediate, generator=generator)
+
+    def forward_and_backward():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = torch.nn.functional.linear(x, weight)
+        y.backward(cotangent.to(y.dtype))
+        x.grad = weight.grad = None
+
+    return median_seconds(forward_and_backward, DENSE_RUNS)
+
+
+def dense_layer_rate(name: str, folder: Path, args: argparse.Namespace) -> dict:
+    """The configuration's framework on one BEiT MLP dense layer, forward and backward (see the matmul floor)."""
+    rows, hidden, intermediate = dense_layer_shape(folder, args.batch, args.height, args.width)
+    timer = jax_dense_layer_seconds if name.startswith("jax") else torch_dense_layer_seconds
+    seconds = timer(name.endswith("bf16"), rows, hidden, intermediate)
+    gflop = 3 * 2 * rows * hidden * intermediate / 1e9  # forward, input gradient, weight gradient
+    return {"shape": [rows, hidden, intermediate], "median_s": seconds, "gflop_per_s": gflop / seconds}
 
 
 def setup_torch(folder: Path, data: dict[str, np.ndarray], names: list[str], config) -> list[Configuration]:
@@ -252,13 +361,23 @@ def loss_check(configurations: dict[str, dict]) -> dict | None:
     }
 
 
+def step_matmul_gflop(configurations: dict[str, dict]) -> float | None:
+    """The step's matmul GFLOP as the JAX workers counted them (None without one); a ValueError if they differ."""
+    counts = {c["details"]["step_matmul_gflop"] for c in configurations.values() if "step_matmul_gflop" in c["details"]}
+    if len(counts) > 1:
+        raise ValueError(f"the JAX workers counted different matmul GFLOP per step: {sorted(counts)}")
+    return counts.pop() if counts else None
+
+
 def summarize(configurations: dict[str, dict], batch: int) -> list[dict]:
-    """Per configuration (as the workers wrote them): times, speed against the anchor, losses."""
+    """Per configuration (as the workers wrote them): times, speed against the anchor, losses, the matmul floor."""
     anchor_median = statistics.median(configurations[ANCHOR]["times_s"])
+    step_gflop = step_matmul_gflop(configurations)
     results = []
     for name, configuration in configurations.items():
         times = configuration["times_s"]
         median = statistics.median(times)
+        dense_rate = configuration["details"]["dense_layer"]["gflop_per_s"]
         results.append(
             {
                 "config": name,
@@ -274,6 +393,8 @@ def summarize(configurations: dict[str, dict], batch: int) -> list[dict]:
                 "system_s": configuration["system_s"],
                 "median_minor_faults": statistics.median(configuration["minor_faults"]),
                 "median_system_s": statistics.median(configuration["system_s"]),
+                "dense_layer_gflop_per_s": dense_rate,
+                "matmul_floor_s": None if step_gflop is None else step_gflop / dense_rate,
                 "losses": configuration["losses"],
                 "details": configuration["details"],
             }
@@ -281,18 +402,20 @@ def summarize(configurations: dict[str, dict], batch: int) -> list[dict]:
     return results
 
 
-def markdown_table(results: list[dict], check: dict | None) -> str:
+def markdown_table(results: list[dict], check: dict | None, step_gflop: float | None) -> str:
     lines = [
         "| config | median s/step | min s | max s | images/s | vs torch eager fp32 | compile s | first-step loss "
-        "| minor faults/step | system s/step |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| minor faults/step | system s/step | dense layer GFLOP/s | matmul floor s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         compile_s = "" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+        floor = "" if r["matmul_floor_s"] is None else f"{r['matmul_floor_s']:.3g}"
         lines.append(
             f"| {r['config']} | {r['median_s']:.3g} | {r['min_s']:.3g} | {r['max_s']:.3g} | {r['images_per_s']:.3g} "
             f"| {r['speedup_vs_torch_eager_fp32']:.2f}x | {compile_s} | {r['first_step_loss']:.6g} "
-            f"| {r['median_minor_faults']:.0f} | {r['median_system_s']:.2f} |"
+            f"| {r['median_minor_faults']:.0f} | {r['median_system_s']:.2f} | {r['dense_layer_gflop_per_s']:.0f} "
+            f"| {floor} |"
         )
     lines.append("")
     if check is None:
@@ -303,6 +426,11 @@ def markdown_table(results: list[dict], check: dict | None) -> str:
             f"torch_eager_fp32 {check['torch_eager_fp32']:.7g}, relative difference "
             f"{check['relative_difference']:.1e} (tolerance {check['tolerance']:.0e}): "
             + ("passed" if check["passed"] else "FAILED")
+        )
+    if step_gflop is not None:
+        lines.append(
+            f"A step's matmuls and convolutions: {step_gflop:.4g} GFLOP. The matmul floor: that at the dense "
+            "layer's rate (forward and backward of one BEiT MLP layer, in the configuration's dtype)."
         )
     return "\n".join(lines)
 
@@ -381,9 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     result["total_s"] = time.perf_counter() - start
     result["workers"] = {name: worker["process"] for name, worker in workers.items()}
     configurations = {name: worker["configuration"] for name, worker in workers.items()}
+    result["step_matmul_gflop"] = step_matmul_gflop(configurations)
     result["results"] = summarize(configurations, args.batch)
     result["loss_check"] = check = loss_check(configurations)
-    print(markdown_table(result["results"], check))
+    print(markdown_table(result["results"], check, result["step_matmul_gflop"]))
     for name, process in result["workers"].items():
         memory = f"{process['rss_after_warmup_mib']:.0f} MiB after the warm-up, peak {process['peak_mib']:.0f} MiB"
         log(f"{name} worker: {memory}")
@@ -426,6 +555,8 @@ def worker_main(name: str, args: argparse.Namespace, config) -> None:
         faults, system_s = configuration.minor_faults[-1], configuration.system_s[-1]
         log(f"{name} step {run + 1}/{args.runs}: {seconds:.2f} s ({faults} minor faults, {system_s:.1f} s system)")
     process |= {"peak_mib": process_memory_mib()["peak"], "load_average_end": os.getloadavg()}
+    configuration.details["dense_layer"] = dense = dense_layer_rate(name, args.checkpoint, args)
+    log(f"{name}: dense layer {dense['shape']} forward and backward at {dense['gflop_per_s']:.0f} GFLOP/s")
     fields = ("name", "compile_s", "details", "times_s", "losses", "minor_faults", "system_s")
     written = {field: getattr(configuration, field) for field in fields}
     args.json.write_text(json.dumps({"process": process, "configuration": written}, indent=2) + "\n")

@@ -39,6 +39,10 @@ def test_quick_run_times_every_configuration_and_checks_the_loss(tmp_path):
         assert all(faults >= 0 for faults in r["minor_faults"]) and all(s >= 0 for s in r["system_s"])
         assert len(r["losses"]) == 3 and all(loss > 0 for loss in r["losses"]), r["config"]  # warm-up + 2 runs
         assert (r["compile_s"] is not None) == r["config"].startswith("jax"), r["config"]
+        dense = r["details"]["dense_layer"]
+        assert dense["shape"] == [2 * (4 * 6 + 1), 48, 96], r["config"]  # 64x96 in 16-pixel patches + CLS, tiny BEiT
+        assert r["dense_layer_gflop_per_s"] == dense["gflop_per_s"] > 0
+        assert r["matmul_floor_s"] == pytest.approx(result["step_matmul_gflop"] / dense["gflop_per_s"])
     anchor = next(r for r in result["results"] if r["config"] == "torch_eager_fp32")
     assert anchor["speedup_vs_torch_eager_fp32"] == 1.0
 
