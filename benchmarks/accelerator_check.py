@@ -73,7 +73,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_checkpoint, commit, machine_facts, relative_errors  # noqa: E402  (puts tests/ on the path)
+from common import build_checkpoint, commit, machine_facts, relative_errors, timed  # noqa: E402  (puts tests/ on the path)
 from cpu_peers import library_versions  # noqa: E402
 from tolerances import BF16_DEPTH_MEDIAN_RELATIVE, FP32_RELATIVE, relative_error  # noqa: E402
 
@@ -194,18 +194,6 @@ class Estimates:
 
     def runs_s(self, batch: int, runs: int) -> float:
         return (runs + 2) * batch * self.seconds_per_image  # warm-up, reference copy and timed runs
-
-
-def timed(run: Callable[[], object], runs: int, calls: int = 1) -> list[float]:
-    """Seconds per call of `run` (which returns when the device is done), for each of `runs` timed runs of
-    `calls` calls."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        times.append((time.perf_counter() - start) / calls)
-    return times
 
 
 def peak_tflops(device_kind: str) -> tuple[str, float] | None:

@@ -14,6 +14,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +219,15 @@ def process_memory_mib() -> dict[str, float]:
         name: int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024
         for name, field in (("rss", "VmRSS"), ("peak", "VmHWM"))
     }
+
+
+def timed(run: Callable[[], object], runs: int, calls: int = 1) -> list[float]:
+    """Seconds per call of `run` (which returns when the device is done), for each of `runs` timed runs of
+    `calls` calls."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        times.append((time.perf_counter() - start) / calls)
+    return times

@@ -86,7 +86,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from common import commit, machine_facts, process_memory_mib
+from common import commit, machine_facts, process_memory_mib, timed
 
 BENCHMARKS = Path(__file__).resolve().parent
 CONFIGS = ("jax_fp32", "jax_bf16", "torch_eager_fp32", "torch_eager_bf16")
@@ -245,17 +245,6 @@ def dense_layer_shape(folder: Path, batch: int, height: int, width: int) -> tupl
     return rows, backbone["hidden_size"], backbone["intermediate_size"]
 
 
-def median_seconds(run: Callable[[], object], runs: int) -> float:
-    """`run()` once to warm up, then the median of `runs` timed calls."""
-    run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def jax_dense_layer_seconds(bf16: bool, rows: int, hidden: int, intermediate: int) -> float:
     import jax
     import jax.numpy as jnp
@@ -273,7 +262,11 @@ def jax_dense_layer_seconds(bf16: bool, rows: int, hidden: int, intermediate: in
         y, pullback = jax.vjp(lambda x, weight: matmul_in_f32(x, weight.astype(dtype)), x, weight)
         return y, pullback(cotangent)
 
-    return median_seconds(lambda: jax.block_until_ready(forward_and_backward(x, weight, cotangent)), DENSE_RUNS)
+    def run():
+        return jax.block_until_ready(forward_and_backward(x, weight, cotangent))
+
+    run()  # compiles
+    return statistics.median(timed(run, DENSE_RUNS))
 
 
 def torch_dense_layer_seconds(bf16: bool, rows: int, hidden: int, intermediate: int) -> float:
@@ -291,7 +284,8 @@ def torch_dense_layer_seconds(bf16: bool, rows: int, hidden: int, intermediate: 
         y.backward(cotangent.to(y.dtype))
         x.grad = weight.grad = None
 
-    return median_seconds(forward_and_backward, DENSE_RUNS)
+    forward_and_backward()  # warm-up
+    return statistics.median(timed(forward_and_backward, DENSE_RUNS))
 
 
 def dense_layer_rate(name: str, folder: Path, args: argparse.Namespace) -> dict:
